@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The kernels are written with SIMD types; without a CPU target swiftc lowers them to SSE2 and
+// never emits FMA. Haswell (AVX2 + FMA + F16C) is the x86-64-v3 baseline, so the default build
+// runs on any x86-64-v3 machine. On other architectures the compiler's default is kept.
+#if arch(x86_64)
+let cpuFlags: [String] = ["-target-cpu", "haswell"]
+let cCPUFlags: [String] = ["-mavx2", "-mfma", "-mf16c"]
+#else
+let cpuFlags: [String] = []
+let cCPUFlags: [String] = []
+#endif
+
+let optimize: [SwiftSetting] = [
+    .unsafeFlags(cpuFlags),
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Darkroom",
+    products: [
+        .library(name: "Darkroom", targets: ["Darkroom"]),
+        .executable(name: "darkroom", targets: ["DarkroomCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Pure Swift SIMD kernels on flat buffers; no model knowledge.
+        .target(name: "Kernels", swiftSettings: optimize),
+        // libpng behind a small C shim that turns longjmp errors into return codes.
+        .target(
+            name: "CPNG",
+            cSettings: [.unsafeFlags(cCPUFlags)],
+            linkerSettings: [.linkedLibrary("png16")]
+        ),
+        // The library: tensors, weights, tokenizer, models, schedulers, pipeline, image IO.
+        .target(name: "Darkroom", dependencies: ["Kernels", "CPNG"], swiftSettings: optimize),
+        // The `darkroom` command.
+        .executableTarget(
+            name: "DarkroomCLI",
+            dependencies: ["Darkroom", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: optimize
+        ),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: optimize),
+        .testTarget(
+            name: "DarkroomTests",
+            dependencies: ["Darkroom", "DarkroomCLI"],
+            swiftSettings: optimize
+        ),
+    ]
+)
