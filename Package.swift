@@ -28,7 +28,8 @@ let package = Package(
     ],
     targets: [
         // Pure Swift SIMD kernels on flat buffers; no model knowledge.
-        .target(name: "Kernels", swiftSettings: optimize),
+        // Optimised even in debug builds: the test suite runs real (tiny) models through them.
+        .target(name: "Kernels", swiftSettings: optimize + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // libpng behind a small C shim that turns longjmp errors into return codes.
         .target(
             name: "CPNG",
@@ -43,6 +44,7 @@ let package = Package(
             dependencies: ["Darkroom", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: optimize
         ),
+        .executableTarget(name: "KernelBench", dependencies: ["Kernels"], path: "Benchmarks/KernelBench", swiftSettings: optimize),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: optimize),
         .testTarget(
             name: "DarkroomTests",
