@@ -1,0 +1,132 @@
+import Foundation
+
+/// The weights of one model component (e.g. `unet/`), possibly sharded over several safetensors
+/// files. Modules fetch tensors by their diffusers key names through a `WeightScope`; every fetch
+/// checks the shape, and what was never fetched can be listed afterwards.
+public final class Weights: @unchecked Sendable {
+    public let files: [SafetensorsFile]
+    /// Where each key lives.
+    private let location: [String: Int]
+    private var used = Set<String>()
+    private let lock = NSLock()
+    /// A name for messages (the component folder).
+    public let label: String
+
+    public init(files: [SafetensorsFile], label: String) throws {
+        self.files = files
+        self.label = label
+        var loc: [String: Int] = [:]
+        for (i, f) in files.enumerated() {
+            for name in f.entries.keys {
+                if loc[name] != nil {
+                    throw DarkroomError.invalidFile(path: f.path, reason: "tensor '\(name)' also appears in \(files[loc[name]!].path)")
+                }
+                loc[name] = i
+            }
+        }
+        location = loc
+    }
+
+    /// Finds the safetensors weights of a component folder: `<stem>.safetensors`, a sharded
+    /// `<stem>.safetensors.index.json`, or a `.fp16` / `.bf16` variant of either.
+    public static func load(componentFolder folder: URL, stem: String) throws -> Weights {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: folder.path, isDirectory: &isDir), isDir.boolValue else {
+            throw DarkroomError.fileNotFound(path: folder.path)
+        }
+        for variant in ["", ".fp16", ".bf16"] {
+            let single = folder.appendingPathComponent("\(stem)\(variant).safetensors")
+            if fm.fileExists(atPath: single.path) {
+                return try Weights(files: [SafetensorsFile(url: single)], label: folder.lastPathComponent)
+            }
+            let index = folder.appendingPathComponent("\(stem)\(variant).safetensors.index.json")
+            if fm.fileExists(atPath: index.path) {
+                let cfg = try ConfigFile.load(index)
+                guard case .object(let map)? = cfg.value("weight_map") else {
+                    throw DarkroomError.invalidConfig(path: index.path, key: "weight_map", reason: "missing or not an object")
+                }
+                var shardNames: [String] = []
+                for (_, v) in map {
+                    guard case .string(let s) = v, !s.contains("/"), !s.hasPrefix(".") else {
+                        throw DarkroomError.invalidConfig(path: index.path, key: "weight_map", reason: "shard names must be plain file names")
+                    }
+                    if !shardNames.contains(s) { shardNames.append(s) }
+                }
+                let files = try shardNames.sorted().map { try SafetensorsFile(url: folder.appendingPathComponent($0)) }
+                return try Weights(files: files, label: folder.lastPathComponent)
+            }
+        }
+        let bin = folder.appendingPathComponent("\(stem).bin")
+        if fm.fileExists(atPath: bin.path) {
+            throw DarkroomError.invalidFile(path: bin.path, reason: "PyTorch pickle weights are not loaded (they can run code); convert the model to safetensors")
+        }
+        throw DarkroomError.fileNotFound(path: folder.appendingPathComponent("\(stem).safetensors").path)
+    }
+
+    public var keys: [String] { Array(location.keys) }
+
+    public func has(_ key: String) -> Bool { location[key] != nil }
+
+    public func entry(_ key: String) -> SafetensorsFile.Entry? {
+        guard let i = location[key] else { return nil }
+        return files[i].entries[key]
+    }
+
+    func path(of key: String) -> String {
+        if let i = location[key] { return files[i].path }
+        return files.first?.path ?? label
+    }
+
+    /// The tensor under `key` as float32, checked against `shape`.
+    public func tensor(_ key: String, shape: [Int]) throws -> Tensor {
+        guard let i = location[key], let e = files[i].entries[key] else {
+            throw DarkroomError.weight(path: files.first?.path ?? label, key: key, reason: "missing")
+        }
+        // Accept singleton dimensions that PyTorch layouts differ in (1x1 conv vs linear).
+        if e.shape != shape {
+            guard e.count == shape.reduce(1, *), e.shape.filter({ $0 != 1 }) == shape.filter({ $0 != 1 }) else {
+                throw DarkroomError.weight(path: files[i].path, key: key, reason: "shape \(e.shape) does not match the config, which needs \(shape)")
+            }
+        }
+        lock.lock(); used.insert(key); lock.unlock()
+        let t = try files[i].tensor(key)
+        return shape == t.shape ? t : t.reshaped(shape)
+    }
+
+    /// Marks keys as intentionally ignored (e.g. the VAE encoder when only decoding).
+    public func ignore(where predicate: (String) -> Bool) {
+        lock.lock(); defer { lock.unlock() }
+        for k in location.keys where predicate(k) { used.insert(k) }
+    }
+
+    /// Keys present in the files that no module fetched or ignored.
+    public var unusedKeys: [String] {
+        lock.lock(); defer { lock.unlock() }
+        return location.keys.filter { !used.contains($0) }.sorted()
+    }
+
+    public func scope(_ prefix: String) -> WeightScope { WeightScope(weights: self, prefix: prefix) }
+}
+
+/// A view of `Weights` under a key prefix, mirroring PyTorch's module tree:
+/// `w["down_blocks.0"]["resnets.1"].tensor("conv1.weight", ...)`.
+public struct WeightScope: Sendable {
+    public let weights: Weights
+    public let prefix: String
+
+    public subscript(_ child: String) -> WeightScope {
+        WeightScope(weights: weights, prefix: key(child))
+    }
+
+    public func key(_ name: String) -> String { prefix.isEmpty ? name : prefix + "." + name }
+
+    public func has(_ name: String) -> Bool { weights.has(key(name)) }
+
+    public func tensor(_ name: String, _ shape: [Int]) throws -> Tensor {
+        try weights.tensor(key(name), shape: shape)
+    }
+
+    /// The first of several spellings that exists (e.g. `to_q` or legacy `query`).
+    public func firstPresent(_ names: [String]) -> String? { names.first { has($0 + ".weight") } }
+}
