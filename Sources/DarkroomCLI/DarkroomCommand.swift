@@ -12,7 +12,7 @@ struct DarkroomCommand: ParsableCommand {
         folder layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/).
         Without --model, the model shipped in Models/ is used.
 
-        Exit codes: 0 success; 1 failure while generating or writing; 2 bad command line;
+        Exit codes: 0 success; 1 failure while generating or writing; 64 bad command line;
         3 model folder missing or invalid; 130 interrupted (Ctrl-C).
         """,
         subcommands: [Render.self],
@@ -23,7 +23,7 @@ struct DarkroomCommand: ParsableCommand {
 /// Exit codes documented in --help.
 enum Exit {
     static let failure: Int32 = 1
-    static let usage: Int32 = 2
+    static let usage: Int32 = 64
     static let model: Int32 = 3
     static let interrupted: Int32 = 130
 }
