@@ -49,6 +49,7 @@ let package = Package(
         .testTarget(
             name: "DarkroomTests",
             dependencies: ["Darkroom", "DarkroomCLI"],
+            exclude: ["Fixtures"],
             swiftSettings: optimize
         ),
     ]

@@ -134,13 +134,18 @@ public struct StableDiffusionPipeline: Sendable {
         return latents
     }
 
-    /// Decodes latents to an image [N, 3, H, W] in [0, 1] (diffusers: (x / 2 + 0.5).clamp(0, 1)).
+    /// Decodes latents with the VAE: [N, 3, H, W], about [-1, 1].
     public func decode(_ latents: Tensor) -> Tensor {
         let c = model.vaeConfig
         let z = latents.copy()
         for i in 0..<z.count { z.data[i] = z.data[i] / c.scalingFactor + c.shiftFactor }
-        let x = model.vaeDecoder(z)
-        for i in 0..<x.count { x.data[i] = min(max(x.data[i] / 2 + 0.5, 0), 1) }
+        return model.vaeDecoder(z)
+    }
+
+    /// diffusers' postprocessing to [0, 1]: (x / 2 + 0.5).clamp(0, 1).
+    public static func unitPixels(_ decoded: Tensor) -> Tensor {
+        let x = Tensor(shape: decoded.shape)
+        for i in 0..<x.count { x.data[i] = min(max(decoded.data[i] * 0.5 + 0.5, 0), 1) }
         return x
     }
 
@@ -154,12 +159,12 @@ public struct StableDiffusionPipeline: Sendable {
         let embeddings = try encode(prompt: r.prompt, negativePrompt: r.negativePrompt, guidance: usesGuidance(r.guidanceScale))
         var (latents, generator) = initialLatents(seed: r.seed, width: width, height: height)
         latents = try denoise(latents: latents, embeddings: embeddings, request: r, generator: &generator, progress: progress)
-        let pixels = decode(latents)
+        let decoded = decode(latents)
         let params = GenerationParameters(
             prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: "DDIM",
-            cfgScale: r.guidanceScale, seed: r.seed, width: width, height: height, model: model.name,
-            extra: r.eta != 0 ? [("Eta", formatNumber(r.eta))] : [])
-        return GeneratedImage(pixels: pixels, image: RGBImage(unitPixels: pixels), parameters: params,
+            cfgScale: Double(r.guidanceScale), seed: r.seed, width: width, height: height, model: model.name,
+            extra: r.eta != 0 ? [.init("Eta", formatNumber(r.eta))] : [])
+        return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded), parameters: params,
                               seconds: Date().timeIntervalSince(began))
     }
 }
