@@ -192,6 +192,12 @@ PROMPTS = [
     "\U0010ffff\ue000 private use",
     "\u1e9b\u0323 \u0344 \u0958 composition exclusions",
     "e\u0301\u0301 double combining",
+    # tokenizers' NFC is Unicode 9.0: later marks have class 0 (no reordering), no U+11938.
+    "x\u07fd\u0334 x\u0345\u0898 a\u1ac1\u0316 \U00011935\U00011930",
+    # Hangul: precomposed LV syllable + trailing jamo composes; conjoining L V T too.
+    "\uac00\u11b4 \uac1c\u11bf \u1100\u1161\u11a8",
+    # Unicode 17 letters/numbers are unassigned to tokenizers' Oniguruma (Unicode 16) regex.
+    "\ua7ce\ua7cfx \u088fabc \U00011de0\U00011de1 \U000105c0z",
 ]
 
 

@@ -13,7 +13,7 @@ import Foundation
 ///   again; only the `<|startoftext|>` / `<|endoftext|>` alternatives are actually split by
 ///   it (into `<|`, the letters, `|>`), every other piece stays whole.
 ///
-/// Character classes follow Oniguruma's Unicode tables as `tokenizers` builds them: `\s` is
+/// Character classes follow Oniguruma's Unicode 16 tables as `tokenizers` builds them: `\s` is
 /// the White_Space property (so U+001C...U+001F, U+180E and U+200B are *not* spaces), `\p{L}`
 /// is general category L, `\p{N}` is general category N (Nd, Nl, No: `²`, `½`, `Ⅻ`, `①` are
 /// numbers, one per piece). Combining marks (M*) are neither letters nor numbers, so `é` in NFD
@@ -21,6 +21,13 @@ import Foundation
 /// lone U+0301, the U+0307 that lowercasing `İ` produces) still end a letter run.
 enum CLIPText {
     enum CharClass: UInt8 { case space, letter, number, other }
+
+    /// Unicode version of the regex tables in the pinned `tokenizers` (Oniguruma).
+    static let regexUnicodeMajor = 16
+    /// Unicode version of its NFC (the `unicode-normalization-alignments` crate): 9.0.
+    /// Measured against every code point: marks added since then have combining class 0 to it
+    /// and U+11935 U+11930 do not compose to U+11938.
+    static let nfcUnicode: (major: Int, minor: Int) = (9, 0)
 
     /// Table for ASCII; everything else asks the scalar's properties.
     private static let asciiClass: [CharClass] = (0..<128).map { v in
@@ -35,6 +42,9 @@ enum CLIPText {
     private static func classify(_ s: Unicode.Scalar) -> CharClass {
         let p = s.properties
         if p.isWhitespace { return .space }
+        // tokenizers 0.23's Oniguruma has Unicode 16 tables; Swift 6.3 has Unicode 17, whose
+        // 4,800 new letters and numbers are still unassigned (so "other") to the regex.
+        guard let age = p.age, age.major <= regexUnicodeMajor else { return .other }
         switch p.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
             return .letter
@@ -50,16 +60,7 @@ enum CLIPText {
     /// NFC, then every run of `\s` becomes one space, then each scalar is replaced by its full
     /// lowercase mapping (Rust's `char::to_lowercase`: `İ` -> `i̇`, no final-sigma rule).
     static func normalize(_ input: ArraySlice<Unicode.Scalar>) -> [Unicode.Scalar] {
-        var composed: [Unicode.Scalar]
-        // Text made only of scalars below U+0300 has no combining marks and no singletons, so
-        // it is already NFC; skip Foundation for the common case.
-        if input.allSatisfy({ $0.value < 0x300 }) {
-            composed = Array(input)
-        } else {
-            var view = String.UnicodeScalarView()
-            view.append(contentsOf: input)
-            composed = Array(String(view).precomposedStringWithCanonicalMapping.unicodeScalars)
-        }
+        let composed = nfc(input)
         var out: [Unicode.Scalar] = []
         out.reserveCapacity(composed.count)
         var inSpace = false
@@ -79,6 +80,52 @@ enum CLIPText {
             }
         }
         return out
+    }
+
+    /// NFC as Unicode 9.0 defines it. Scalars assigned after 9.0 (or unassigned) are inert
+    /// there: combining class 0, no decomposition, no composition. A class-0 scalar that
+    /// composes with nothing cuts the text into independent normalization segments, so
+    /// Foundation's (newer) NFC runs on the pieces between such scalars and gives 9.0's result.
+    static func nfc(_ input: ArraySlice<Unicode.Scalar>) -> [Unicode.Scalar] {
+        // Scalars below U+0300 are starters that never compose with a previous scalar, so text
+        // made only of them is already NFC: skip Foundation for the common case.
+        if input.allSatisfy({ $0.value < 0x300 }) { return Array(input) }
+        var out: [Unicode.Scalar] = []
+        out.reserveCapacity(input.count)
+        var segmentStart = input.startIndex
+        func flush(_ end: Int) {
+            guard segmentStart < end else { return }
+            let segment = input[segmentStart..<end]
+            if segment.allSatisfy({ $0.value < 0x300 }) {
+                out.append(contentsOf: segment)
+            } else {
+                var view = String.UnicodeScalarView()
+                view.append(contentsOf: segment)
+                for s in String(view).precomposedStringWithCanonicalMapping.unicodeScalars {
+                    // Foundation leaves a precomposed LV syllable + trailing jamo T apart
+                    // (U+AC00 U+11B4 should be U+AC0D); compose them as NFC requires.
+                    if (0x11A8...0x11C2).contains(s.value), let last = out.last,
+                       (0xAC00...0xD7A3).contains(last.value), (last.value - 0xAC00) % 28 == 0 {
+                        out[out.count - 1] = Unicode.Scalar(last.value + (s.value - 0x11A7))!
+                    } else {
+                        out.append(s)
+                    }
+                }
+            }
+        }
+        for i in input.indices where input[i].value >= 0x300 && !knownToNFC(input[i]) {
+            flush(i)
+            out.append(input[i])
+            segmentStart = i + 1
+        }
+        flush(input.endIndex)
+        return out
+    }
+
+    @inline(__always)
+    private static func knownToNFC(_ s: Unicode.Scalar) -> Bool {
+        guard let age = s.properties.age else { return false }
+        return age.major < nfcUnicode.major || (age.major == nfcUnicode.major && age.minor <= nfcUnicode.minor)
     }
 
     // MARK: Pre-tokenizer
