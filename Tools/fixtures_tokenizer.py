@@ -287,7 +287,7 @@ def main():
 
     cases = []
     for p in prompts:
-        case = {"prompt": p, "tokens": {}, "encoded": {}, "decoded": {}}
+        case = {"prompt": p, "tokens": {}, "encoded": {}, "decoded": {}, "decoded_skip": {}}
         for name, tok in toks.items():
             ids = tok(p, add_special_tokens=False)["input_ids"]
             enc = tok(p, padding="max_length", max_length=tok.model_max_length, truncation=True)["input_ids"]
@@ -295,6 +295,7 @@ def main():
             case["tokens"][name] = ids
             case["encoded"][name] = enc
             case["decoded"][name] = tok.decode(ids)
+            case["decoded_skip"][name] = tok.decode(enc, skip_special_tokens=True)
         cases.append(case)
 
     with open(os.path.join(OUT, "ids.json"), "w", encoding="utf-8") as f:

@@ -20,6 +20,8 @@ final class TokenizerTests: XCTestCase {
         let tokens: [String: [Int]]
         let encoded: [String: [Int]]
         let decoded: [String: String]
+        /// decode(encoded, skip_special_tokens=True)
+        let decoded_skip: [String: String]
     }
     struct Golden: Decodable {
         let variants: [String: Variant]
@@ -94,6 +96,11 @@ final class TokenizerTests: XCTestCase {
             if decoded != c.decoded[name] {
                 failures += 1
                 XCTFail("[\(name)] decode \"\(describe(c.prompt))\": got \"\(describe(decoded))\", expected \"\(describe(c.decoded[name]!))\"")
+            }
+            let skipped = tok.decode(encoded, skipSpecialTokens: true)
+            if skipped != c.decoded_skip[name] {
+                failures += 1
+                XCTFail("[\(name)] decode(skip) \"\(describe(c.prompt))\": got \"\(describe(skipped))\", expected \"\(describe(c.decoded_skip[name]!))\"")
             }
             if failures > 20 { return }
         }

@@ -26,9 +26,9 @@ struct CLIPBPE: Sendable {
         var table: [UInt64: Merge] = [:]
         table.reserveCapacity(pairs.count)
         for (rank, (a, b)) in pairs.enumerated() {
-            guard let ia = vocab[a] else { throw MergeError(index: rank, token: a) }
-            guard let ib = vocab[b] else { throw MergeError(index: rank, token: b) }
-            guard let merged = vocab[a + b] else { throw MergeError(index: rank, token: a + b) }
+            guard let ia = vocab[a] else { throw MergeError(index: rank, pair: (a, b), token: a) }
+            guard let ib = vocab[b] else { throw MergeError(index: rank, pair: (a, b), token: b) }
+            guard let merged = vocab[a + b] else { throw MergeError(index: rank, pair: (a, b), token: a + b) }
             // A repeated pair keeps its last rank, like the HashMap `tokenizers` builds.
             table[Self.key(Int32(ia), Int32(ib))] = Merge(rank: Int32(rank), id: Int32(merged))
         }
@@ -45,7 +45,9 @@ struct CLIPBPE: Sendable {
         self.unkID = unkID.map(Int32.init)
     }
 
-    struct MergeError: Error { let index: Int; let token: String }
+    /// Merge number `index` (0-based, `#version` line not counted) names a token missing
+    /// from the vocabulary.
+    struct MergeError: Error { let index: Int; let pair: (String, String); let token: String }
 
     @inline(__always)
     static func key(_ a: Int32, _ b: Int32) -> UInt64 { UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b)) }

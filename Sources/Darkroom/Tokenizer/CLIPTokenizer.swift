@@ -87,7 +87,8 @@ public struct CLIPTokenizer: Sendable {
             bpe = try CLIPBPE(vocab: vocab, merges: files.merges, unkID: unkID)
         } catch {
             let what = files.mergesPath == files.vocabPath ? "model.merges[\(error.index)]" : "merge \(error.index + 1)"
-            throw DarkroomError.invalidFile(path: files.mergesPath, reason: "\(what) needs \(TokenizerJSONParser.quote(error.token)), which is not in the vocabulary")
+            let pair = TokenizerJSONParser.quote(error.pair.0 + " " + error.pair.1)
+            throw DarkroomError.invalidFile(path: files.mergesPath, reason: "\(what) \(pair) needs \(TokenizerJSONParser.quote(error.token)), which is not in the vocabulary\(files.mergesPath == files.vocabPath ? "" : " (\(files.vocabPath))")")
         }
 
         var raw: [AddedTokenMatcher.Pattern] = []

@@ -200,6 +200,9 @@ struct CLIPTokenizerFiles {
             if let t = specials[attr], !declaredContents.contains(t.content) { added.append(t) }
         }
         for t in extras where !declaredContents.contains(t.content) { added.append(t) }
+        // TokenizersBackend marks every added token named as a special token special.
+        let namedContents = Set(specials.values.map(\.content))
+        for i in added.indices where namedContents.contains(added[i].content) { added[i].special = true }
 
         var maxLength = 77
         if let v = config["model_max_length"], !v.isNull {
