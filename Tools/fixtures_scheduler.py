@@ -160,6 +160,11 @@ def ddim_cases():
         case["add_noise_noise"] = f32list(noise)
         cases.append(case)
     out["cases"] = cases
+    # torch's float32 sqrt (MKL vsSqrt), which diffusers' `x ** 0.5` on 0-d tensors goes through.
+    x = torch.cat([torch.rand(2000, generator=torch.Generator().manual_seed(3)),
+                   torch.rand(48, generator=torch.Generator().manual_seed(4)) * 1000,
+                   torch.tensor([0.0, 1.0, 0.25, 2.0, 1e-40, 1e-30, 3.0e38])])
+    out["sqrt"] = {"x": bits(x), "torch": bits(x.sqrt()), "pow_half": bits(x ** 0.5)}
     return out
 
 

@@ -3,11 +3,12 @@ import XCTest
 @testable import Darkroom
 
 /// DDIMScheduler against diffusers 0.42.1 (Tools/fixtures_scheduler.py).
-/// Tolerances: alphas_cumprod and timesteps must be exact (same float32 bits / integers). Sampling
-/// loops (fake model, 1 to 50 steps, eta 0 and 0.7 with the pipeline's shared generator) must
-/// agree within 1e-6 relative (absolute floor 1e-6); the implementation reproduces diffusers'
-/// float32 operation order, so the loops are in fact expected to match exactly, and the test
-/// reports how many values do.
+/// Tolerances: alphas_cumprod and timesteps must be exact (same float32 bits / integers). A single
+/// step and add_noise must agree within 1e-6 relative (absolute floor 1e-6); the state after a
+/// whole loop (up to 50 steps, eta 0 and 0.7 with the pipeline's shared generator) within 5e-6.
+/// Why looser there: torch's float32 sqrt is MKL's and CPU-dependent at 1 ulp (see `torchSqrt`);
+/// with a correctly rounded sqrt instead, 50-step loops drift up to ~1.1e-6 relative. On the
+/// project's machines every value is in fact bit-identical, and the test prints the count.
 final class DDIMSchedulerTests: XCTestCase {
     private static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Fixtures/scheduler")
@@ -38,13 +39,13 @@ final class DDIMSchedulerTests: XCTestCase {
     private var exactValues = 0
     private var comparedValues = 0
 
-    private func assertClose(_ got: [Float], _ want: [Float], _ label: String) {
+    private func assertClose(_ got: [Float], _ want: [Float], _ label: String, relative: Float = 1e-6) {
         XCTAssertEqual(got.count, want.count, label)
         var failures = 0
         for (g, w) in zip(got, want) {
             comparedValues += 1
             if g.bitPattern == w.bitPattern { exactValues += 1; continue }
-            if abs(g - w) > 1e-6 * max(1, abs(w)) {
+            if !(abs(g - w) <= relative * max(1, abs(w))) {
                 failures += 1
                 if failures <= 3 { XCTFail("\(label): got \(g) want \(w)") }
             }
@@ -107,7 +108,8 @@ final class DDIMSchedulerTests: XCTestCase {
                                     "\(name) n=\(n) eta=\(eta) first step")
                     }
                 }
-                assertClose(sample.scalars, DDIMSchedulerTests.floats(r["final"]), "\(name) n=\(n) eta=\(eta) final")
+                assertClose(sample.scalars, DDIMSchedulerTests.floats(r["final"]), "\(name) n=\(n) eta=\(eta) final",
+                            relative: 5e-6)
                 runsChecked += 1
             }
 
@@ -121,6 +123,26 @@ final class DDIMSchedulerTests: XCTestCase {
         }
         XCTAssertEqual(runsChecked, 12 * 10)
         print("DDIM goldens: \(exactValues) of \(comparedValues) values bit-identical to diffusers")
+    }
+
+    /// `torchSqrt` against torch.sqrt and `x ** 0.5` of float32 tensors. Every result must be within
+    /// 1 ulp of torch (any sqrt is); on the project's machines all are bit-identical, which is what
+    /// makes the sampling loops exact (the count of exact results is printed).
+    func testSqrtMatchesTorch() throws {
+        let sq = try XCTUnwrap(try loadDDIM()["sqrt"] as? [String: Any])
+        func words(_ k: String) -> [UInt32] { (sq[k] as! [NSNumber]).map(\.uint32Value) }
+        let xs = words("x"), torch = words("torch")
+        XCTAssertEqual(torch, words("pow_half"))
+        var exact = 0, roundedDiffers = 0
+        for (xb, tb) in zip(xs, torch) {
+            let x = Float(bitPattern: xb), got = torchSqrt(x)
+            if got.bitPattern == tb { exact += 1 }
+            if x.squareRoot().bitPattern != tb { roundedDiffers += 1 }
+            XCTAssertLessThanOrEqual(abs(Int64(got.bitPattern) - Int64(tb)), 1, "sqrt(\(x))")
+        }
+        print("torchSqrt: \(exact) of \(xs.count) bit-identical to torch "
+            + "(a correctly rounded sqrt differs from torch on \(roundedDiffers))")
+        XCTAssertGreaterThan(roundedDiffers, 100, "fixture should exercise MKL's non-IEEE rounding")
     }
 
     func testStepCountErrors() throws {

@@ -141,14 +141,14 @@ public struct DDIMScheduler: Sendable {
                 epsilon = m[i]
             case .sample:
                 original = m[i]
-                epsilon = 0  // computed after clipping below (diffusers uses the unclipped value)
+                epsilon = (x[i] - sqrtAlpha * original) / sqrtBeta  // from the unclipped prediction
             case .vPrediction:
                 original = sqrtAlpha * x[i] - sqrtBeta * m[i]
                 epsilon = sqrtAlpha * m[i] + sqrtBeta * x[i]
             }
-            let eps = kind == .sample ? (x[i] - sqrtAlpha * original) / sqrtBeta : epsilon
+            // torch.clamp; NaN stays NaN.
             if clip, !original.isNaN { original = Swift.min(Swift.max(original, -range), range) }
-            let direction = directionCoef * eps
+            let direction = directionCoef * epsilon
             o[i] = sqrtAlphaPrev * original + direction
         }
         if eta > 0 {
