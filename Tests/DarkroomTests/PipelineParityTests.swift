@@ -29,9 +29,9 @@ final class PipelineParityTests: XCTestCase {
                 var (latents, generator) = pipeline.initialLatents(seed: request.seed, width: Int(width), height: Int(height))
                 assertClose(latents, try g.tensor("\(caseName).initial_latents"), atol: 1e-6, "\(what) initial latents")
                 var stepLatents: [Tensor] = []
-                latents = try pipeline.denoise(latents: latents, embeddings: embeds, request: request, generator: &generator) { _, l in
+                latents = try pipeline.denoise(latents: latents, embeddings: embeds, request: request, generator: &generator, onStep: { _, l in
                     stepLatents.append(l)
-                }
+                })
                 XCTAssertEqual(stepLatents.count, Int(steps))
                 for (i, l) in stepLatents.enumerated() {
                     assertClose(l, try g.tensor("\(caseName).latents.\(i)"), atol: 1e-3, rtol: 1e-4, "\(what) latents after step \(i)")
