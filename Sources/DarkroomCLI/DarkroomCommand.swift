@@ -8,12 +8,12 @@ struct DarkroomCommand: ParsableCommand {
         commandName: "darkroom",
         abstract: "Text-to-image with Stable Diffusion models, on the CPU.",
         discussion: """
-        Renders images from text prompts with a Stable Diffusion 1.x/2.x model in the diffusers
-        folder layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/).
+        Renders images from text prompts with a Stable Diffusion 1.x/2.x model in the diffusers \
+        folder layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/). \
         Without --model, the model shipped in Models/ is used.
 
-        Exit codes: 0 success; 1 failure while generating or writing; 64 bad command line;
-        3 model folder missing or invalid; 130 interrupted (Ctrl-C).
+        Exit codes: 0 success; 1 failure while generating or writing; 3 model folder missing or \
+        invalid; 64 bad command line; 130 interrupted (Ctrl-C).
         """,
         subcommands: [Render.self],
         defaultSubcommand: nil

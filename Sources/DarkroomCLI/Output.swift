@@ -115,9 +115,10 @@ final class ProgressBar: @unchecked Sendable {
         FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
     }
 
+    /// Clears the bar and reports a finished file on stdout (scripts can collect the paths).
     func finish(line: String) {
         clear()
-        if enabled { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
+        FileHandle.standardOutput.write(Data("\(line)\n".utf8))
     }
 }
 

@@ -11,7 +11,7 @@ struct Render: ParsableCommand {
           darkroom render "a castle on a hill" --negative-prompt "blurry" --steps 30 --seed 42 --output castle.png
           darkroom render "a red heart" --count 4 --output out/      (out/00000-42-a-red-heart.png, ...)
 
-        Image i of a run uses seed + i, so any image can be made again alone. The parameters are
+        Image i of a run uses seed + i, so any image can be made again alone. The parameters are \
         stored in each PNG (a tEXt 'parameters' chunk in AUTOMATIC1111's layout).
         """
     )
