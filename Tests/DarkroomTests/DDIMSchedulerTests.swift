@@ -80,11 +80,11 @@ final class DDIMSchedulerTests: XCTestCase {
                 var s = sched
                 if want.allSatisfy({ $0 >= 0 && $0 < tTrain }) {
                     XCTAssertNoThrow(try s.setTimesteps(n), "\(name) n=\(n)")
-                    XCTAssertEqual(s.timesteps, want, "\(name) n=\(n)")
+                    XCTAssertEqual(s.integerTimesteps, want, "\(name) n=\(n)")
                 } else if cfg.timestepSpacing == .trailing && want.count == n + 1 && want.last == -1 {
                     // numpy's extra arange element: Darkroom keeps the first n (see setTimesteps).
                     XCTAssertNoThrow(try s.setTimesteps(n), "\(name) n=\(n)")
-                    XCTAssertEqual(s.timesteps, Array(want.prefix(n)), "\(name) n=\(n)")
+                    XCTAssertEqual(s.integerTimesteps, Array(want.prefix(n)), "\(name) n=\(n)")
                 } else {
                     XCTAssertThrowsError(try s.setTimesteps(n), "\(name) n=\(n): diffusers gives \(want.max()!)")
                 }
@@ -97,10 +97,10 @@ final class DDIMSchedulerTests: XCTestCase {
                 let seed = (r["seed"] as! NSNumber).uint64Value
                 var s = sched
                 try s.setTimesteps(n)
-                XCTAssertEqual(s.timesteps, (r["timesteps"] as! [NSNumber]).map(\.intValue), "\(name) n=\(n)")
+                XCTAssertEqual(s.integerTimesteps, (r["timesteps"] as! [NSNumber]).map(\.intValue), "\(name) n=\(n)")
                 var g = TorchGenerator(seed: seed)
                 var sample = g.randn(shape: shape)
-                for (i, t) in s.timesteps.enumerated() {
+                for (i, t) in s.integerTimesteps.enumerated() {
                     let mo = fakeModel(sample, base, t, tTrain)
                     sample = s.step(modelOutput: mo, timestep: t, sample: sample, eta: eta, generator: &g)
                     if i == 0 {
@@ -151,8 +151,8 @@ final class DDIMSchedulerTests: XCTestCase {
         XCTAssertThrowsError(try s.setTimesteps(-3))
         XCTAssertThrowsError(try s.setTimesteps(1001))
         XCTAssertNoThrow(try s.setTimesteps(1000))
-        XCTAssertEqual(s.timesteps.first, 999)
-        XCTAssertEqual(s.timesteps.last, 0)
+        XCTAssertEqual(s.integerTimesteps.first, 999)
+        XCTAssertEqual(s.integerTimesteps.last, 0)
         var cfg = SchedulerConfig()
         cfg.stepsOffset = 1
         var sd = DDIMScheduler(config: cfg)
@@ -235,8 +235,8 @@ final class DDIMSchedulerTests: XCTestCase {
         try s.setTimesteps(2)
         let x = Tensor(shape: [1, 4, 4, 4], values: (0..<64).map { Float($0) / 64 })
         var g0 = TorchGenerator(seed: 1), g1 = TorchGenerator(seed: 1)
-        _ = s.step(modelOutput: x, timestep: s.timesteps[0], sample: x, eta: 0, generator: &g0)
-        _ = s.step(modelOutput: x, timestep: s.timesteps[0], sample: x, eta: 0.5, generator: &g1)
+        _ = s.step(modelOutput: x, timestep: s.integerTimesteps[0], sample: x, eta: 0, generator: &g0)
+        _ = s.step(modelOutput: x, timestep: s.integerTimesteps[0], sample: x, eta: 0.5, generator: &g1)
         var fresh = TorchGenerator(seed: 1)
         XCTAssertEqual(g0.randn(count: 4), fresh.randn(count: 4))
         var afterNoise = TorchGenerator(seed: 1)

@@ -13,9 +13,10 @@ public struct GenerationRequest: Sendable, Equatable {
     public var seed: UInt64 = 0
     /// DDIM η: 0 is deterministic DDIM, 1 is DDPM-like; > 0 draws noise from the seeded generator.
     public var eta: Float = 0
+    public var sampler: SamplerKind = .ddim
 
     public init(prompt: String, negativePrompt: String = "", steps: Int = 50, guidanceScale: Float = 7.5,
-                width: Int? = nil, height: Int? = nil, seed: UInt64 = 0, eta: Float = 0) {
+                width: Int? = nil, height: Int? = nil, seed: UInt64 = 0, eta: Float = 0, sampler: SamplerKind = .ddim) {
         self.prompt = prompt
         self.negativePrompt = negativePrompt
         self.steps = steps
@@ -24,6 +25,7 @@ public struct GenerationRequest: Sendable, Equatable {
         self.height = height
         self.seed = seed
         self.eta = eta
+        self.sampler = sampler
     }
 }
 
@@ -98,22 +100,22 @@ public struct StableDiffusionPipeline: Sendable {
     public func denoise(latents start: Tensor, embeddings: Tensor, request r: GenerationRequest, generator: inout TorchGenerator,
                         progress: ((GenerationProgress) -> Bool)? = nil,
                         onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
-        var scheduler = DDIMScheduler(config: model.schedulerConfig)
-        try scheduler.setTimesteps(r.steps)
+        var sampler = try r.sampler.make(config: model.schedulerConfig, steps: r.steps, eta: r.eta)
         let guidance = usesGuidance(r.guidanceScale)
         let began = Date()
         var latents = start
-        if scheduler.initNoiseSigma != 1 {
+        if sampler.initNoiseSigma != 1 {
             latents = start.copy()
-            for i in 0..<latents.count { latents.data[i] *= scheduler.initNoiseSigma }
+            for i in 0..<latents.count { latents.data[i] *= sampler.initNoiseSigma }
         }
-        let steps = scheduler.timesteps
+        let steps = sampler.timesteps
         for (i, t) in steps.enumerated() {
             if let progress, !progress(GenerationProgress(phase: .denoising, step: i, totalSteps: steps.count, elapsed: Date().timeIntervalSince(began))) {
                 throw DarkroomError.cancelled
             }
-            let input = guidance ? Tensor.concat([latents, latents]) : latents
-            let out = model.unet(input, timestep: Float(t), context: embeddings)
+            let scaled = sampler.scaleModelInput(latents, stepIndex: i)
+            let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
+            let out = model.unet(input, timestep: t, context: embeddings)
             let noise: Tensor
             if guidance {
                 // uncond + s · (text − uncond), over the two halves of the batch.
@@ -127,7 +129,7 @@ public struct StableDiffusionPipeline: Sendable {
             } else {
                 noise = out
             }
-            latents = scheduler.step(modelOutput: noise, timestep: t, sample: latents, eta: r.eta, generator: &generator)
+            latents = sampler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
             onStep?(i, latents)
         }
         _ = progress?(GenerationProgress(phase: .decoding, step: steps.count, totalSteps: steps.count, elapsed: Date().timeIntervalSince(began)))
@@ -161,7 +163,7 @@ public struct StableDiffusionPipeline: Sendable {
         latents = try denoise(latents: latents, embeddings: embeddings, request: r, generator: &generator, progress: progress)
         let decoded = decode(latents)
         let params = GenerationParameters(
-            prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: "DDIM",
+            prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: r.sampler.a1111Name,
             cfgScale: Double(r.guidanceScale), seed: r.seed, width: width, height: height, model: model.name,
             extra: r.eta != 0 ? [.init("Eta", formatNumber(r.eta))] : [])
         return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded), parameters: params,

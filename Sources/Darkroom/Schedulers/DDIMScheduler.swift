@@ -19,8 +19,11 @@ public struct DDIMScheduler: Sendable {
     public let alphasCumprod: [Float]
     /// `alpha_prod_t_prev` for the last step: 1, or `alphas_cumprod[0]` when `set_alpha_to_one` is false.
     public let finalAlphaCumprod: Float
-    public private(set) var timesteps: [Int] = []
+    /// The schedule set by `setTimesteps`, as diffusers' integer `timesteps`.
+    public private(set) var integerTimesteps: [Int] = []
     public private(set) var numInferenceSteps: Int?
+    /// η used when stepping through the `Sampler` interface.
+    public var eta: Float = 0
 
     public var initNoiseSigma: Float { 1 }
 
@@ -65,7 +68,7 @@ public struct DDIMScheduler: Sendable {
                 "\(steps) steps with timestep_spacing \(config.timestepSpacing.rawValue) and steps_offset "
                     + "\(config.stepsOffset) give timestep \(bad), outside 0..<\(tTrain)")
         }
-        timesteps = ts
+        integerTimesteps = ts
         numInferenceSteps = steps
     }
 
