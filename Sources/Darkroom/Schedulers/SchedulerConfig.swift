@@ -95,11 +95,6 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
     /// Whether `key` (a diffusers config key) was given.
     public func has(_ key: String) -> Bool { given.contains(key) }
 
-    /// The config value of `key` if it was given, else the sampler's own default.
-    func value<V>(_ keyPath: KeyPath<SchedulerConfig, V>, _ key: String, default d: V) -> V {
-        has(key) ? self[keyPath: keyPath] : d
-    }
-
     /// diffusers' defaults for every key.
     public init() {}
 
