@@ -65,9 +65,16 @@ CONFIGS = {
     # Euler honours use_karras_sigmas from the folder's config (the `euler` name does not force it).
     "sd1_karras": dict(_class_name="EulerDiscreteScheduler", skip_prk_steps=True, prediction_type="epsilon",
                        timestep_spacing="leading", use_karras_sigmas=True, **SD),
+    # DPM-Solver options a folder's DPM config may carry: λ clipping, Heun's second-order formula,
+    # a final σ_min step (second order at the end for >= 15 steps).
+    "dpm_options": dict(_class_name="DPMSolverMultistepScheduler", prediction_type="epsilon",
+                        timestep_spacing="linspace", lambda_min_clipped=-2.0, solver_type="heun",
+                        final_sigmas_type="sigma_min", **SD),
 }
 RUN_CONFIGS = {name: ["sd1", "sd1_legacy", "sd2_v"] for name in SAMPLERS}
 RUN_CONFIGS["euler"] = ["sd1", "sd1_legacy", "sd2_v", "sd1_karras"]
+RUN_CONFIGS["dpmpp_2m"] = ["sd1", "sd1_legacy", "sd2_v", "dpm_options"]
+RUN_CONFIGS["dpmpp_2m_karras"] = ["sd1", "sd1_legacy", "sd2_v", "dpm_options"]
 RUN_CONFIGS["pndm"] = ["sd1", "sd1_legacy", "sd2_v", "ddim_folder"]
 STEP_COUNTS = [1, 4, 20, 25]
 SHAPE = [1, 4, 4, 4]

@@ -79,7 +79,7 @@ final class SamplerTests: XCTestCase {
         let seed = (root["seed"] as! NSNumber).uint64Value
         let base = Tensor(shape: shape, values: Self.floats(root["base"]))
         let cases = try XCTUnwrap(root["cases"] as? [[String: Any]])
-        XCTAssertEqual(cases.count, 20)
+        XCTAssertEqual(cases.count, 22)
         var loops = 0, expectedErrors = 0
         for c in cases {
             let samplerName = c["sampler"] as! String
