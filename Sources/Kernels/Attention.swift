@@ -11,7 +11,7 @@ import Foundation
 /// 256. S = Q·Kᵀ and O += P·V both run on the GEMM micro-kernels (Q pre-scaled by
 /// scale·log2 e and packed; K and V packed once per (batch, head) per worker), with an online
 /// softmax in between (running row max and sum, O rescaled when the max grows; exponentials via
-/// `vexp2`, ≈ 2 ulp). Memory per worker: O(keyLength · headDim) for the packed K and V plus
+/// `vexp2NonPositive`, ≈ 1 ulp). Memory per worker: O(keyLength · headDim) for the packed K and V plus
 /// O(48 · 256) for the score block.
 public func attention(
     q: UnsafePointer<Float>, qRowStride: Int,
@@ -148,7 +148,7 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
                     let sum = exp2Shifted(row, limit, mNew)
                     if limit < nk { (row + limit).update(repeating: 0, count: nk - limit) }
                     if mOld != mNew {
-                        let corr = mOld == -.infinity ? 0 : vexp2(F8(repeating: mOld - mNew))[0]
+                        let corr = mOld == -.infinity ? 0 : vexp2NonPositive(F8(repeating: mOld - mNew))[0]
                         if corr != 1 {
                             rowSum[i] *= corr
                             scaleRow(o + i * dPad, dPad, corr)
@@ -212,41 +212,43 @@ func packScaledRows(_ src: UnsafePointer<Float>, _ ld: Int, _ n: Int, _ d: Int, 
     }
 }
 
-@inline(__always)
+// The row helpers are kept out of line: inlined into the large worker, LLVM splits their
+// 8-wide vector code into 4-wide halves.
+@inline(never)
 func maxOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var m0 = F8(repeating: -.infinity), m1 = m0
     var j = 0
     while j + 16 <= n {
-        m0 = pointwiseMax(m0, ld8(x + j)); m1 = pointwiseMax(m1, ld8(x + j + 8))
+        m0 = max8(m0, ld8(x + j)); m1 = max8(m1, ld8(x + j + 8))
         j += 16
     }
-    if j + 8 <= n { m0 = pointwiseMax(m0, ld8(x + j)); j += 8 }
-    var m = pointwiseMax(m0, m1).max()
+    if j + 8 <= n { m0 = max8(m0, ld8(x + j)); j += 8 }
+    var m = max8(m0, m1).max()
     while j < n { m = max(m, x[j]); j += 1 }
     return m
 }
 
 /// x[j] ← 2^(x[j] − m) for j < n; returns the sum.
-@inline(__always)
+@inline(never)
 func exp2Shifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Float {
     let mv = F8(repeating: m)
     var s0 = F8(), s1 = F8()
     var j = 0
     while j + 16 <= n {
-        let e0 = vexp2(ld8(x + j) - mv), e1 = vexp2(ld8(x + j + 8) - mv)
+        let e0 = vexp2NonPositive(ld8(x + j) - mv), e1 = vexp2NonPositive(ld8(x + j + 8) - mv)
         st8(x + j, e0); st8(x + j + 8, e1)
         s0 += e0; s1 += e1
         j += 16
     }
     if j + 8 <= n {
-        let e0 = vexp2(ld8(x + j) - mv)
+        let e0 = vexp2NonPositive(ld8(x + j) - mv)
         st8(x + j, e0); s0 += e0
         j += 8
     }
     if j < n {
         var t = F8(repeating: -.infinity)
         for l in 0..<(n - j) { t[l] = x[j + l] }
-        var e = vexp2(t - mv)
+        var e = vexp2NonPositive(t - mv)
         for l in (n - j)..<8 { e[l] = 0 }
         for l in 0..<(n - j) { x[j + l] = e[l] }
         s1 += e
@@ -254,7 +256,7 @@ func exp2Shifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Floa
     return (s0 + s1).sum()
 }
 
-@inline(__always)
+@inline(never)
 func scaleRow(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ c: Float) {
     var j = 0
     while j + 8 <= n { st8(x + j, ld8(x + j) * c); j += 8 }
