@@ -80,7 +80,8 @@ struct GemmBlocking: Sendable {
     }
 }
 
-let gemmBlocking = GemmBlocking.fromEnvironment()
+nonisolated(unsafe) var gemmBlocking = GemmBlocking.fromEnvironment()
+nonisolated(unsafe) var gemmTouchAhead = true
 
 /// The k-block size: k split into equal blocks of at most KC (k = 320 → 2 × 160, not 256 + 64).
 @inline(__always)
@@ -161,6 +162,7 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
         let bufA = buf
         let bufB = buf + (aSize + 15) / 16 * 16
         let tile = bufB + (bSize + 15) / 16 * 16
+        let sink = UnsafeMutableRawPointer(tile + gemmMR * gemmNR).bindMemory(to: UInt32.self, capacity: 1)
         let kBlocks = (k + kcStep - 1) / kcStep
         // Packed B block pointers, one per k block (pre-packed operands return their own storage).
         var bBlocks = [UnsafePointer<Float>](repeating: UnsafePointer(bufB), count: kBlocks)
@@ -183,12 +185,22 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                     let last = kb == kBlocks - 1
                     let aPanels = pa.packA(ic, mc, p0, kc, bufA)
                     let bPacked = bBlocks[kb]
+                    let linesPerCall = gemmTouchAhead ? kc / 8 : 0
                     var jr = 0
                     while jr < nc {
                         let nr = min(gemmNR, nc - jr)
                         let bp = bPacked + jr * kc
                         let j = jc + jr
+                        // The B panel the kernels will need next (L3-resident: see kernel6x16).
+                        var next: UnsafePointer<Float>? = nil
+                        var nextLines = 0
+                        if jr + gemmNR < nc {
+                            next = bPacked + (jr + gemmNR) * kc; nextLines = kc
+                        } else if kb + 1 < kBlocks {
+                            next = bBlocks[kb + 1]; nextLines = min(kcStep, k - p0 - kc)
+                        }
                         var ir = 0
+                        var touchStart = 0
                         while ir < mc {
                             let mr = min(gemmMR, mc - ir)
                             let i = ic + ir
@@ -200,7 +212,11 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                                 st.ldr = e.residualStride
                                 st.act = e.activation
                             }
-                            runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, c + i * ldc + j, ldc, mr, nr, st, tile)
+                            var touchLines = 0
+                            if let next, touchStart < nextLines { touchLines = min(linesPerCall, nextLines - touchStart) }
+                            runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, c + i * ldc + j, ldc, mr, nr, st, tile,
+                                    touch: next.map { $0 + touchStart * gemmNR }, touchLines: touchLines, sink: sink)
+                            touchStart += touchLines
                             ir += gemmMR
                         }
                         jr += gemmNR
