@@ -213,7 +213,7 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                                 st.act = e.activation
                             }
                             var touchLines = 0
-                            if let next, touchStart < nextLines { touchLines = min(linesPerCall, nextLines - touchStart) }
+                            if next != nil, touchStart < nextLines { touchLines = min(linesPerCall, nextLines - touchStart) }
                             runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, c + i * ldc + j, ldc, mr, nr, st, tile,
                                     touch: next.map { $0 + touchStart * gemmNR }, touchLines: touchLines, sink: sink)
                             touchStart += touchLines
