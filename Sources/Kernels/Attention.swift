@@ -54,7 +54,6 @@ public func attention(
 let attnBlockQ = 192    // query rows per work item (4 chunks)
 let attnChunkQ = 48     // query rows per score block: 8 micro-panels of 6
 let attnBlockK = 256    // keys per block (multiple of 16)
-nonisolated(unsafe) var attnWide24 = true
 
 struct AttentionGeometry {
     let qRowStride: Int, kRowStride: Int, vRowStride: Int, outRowStride: Int
@@ -77,7 +76,7 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
     let kBlocks = (L + bk - 1) / bk
     // Head dims 16·n + 8 (SD's 40) take their first 24 columns with the 4×24 kernel, which is
     // not load-bound like the 6×8 tail kernel.
-    let wide24 = attnWide24 && d % gemmNR == 8 && d >= 24
+    let wide24 = d % gemmNR == 8 && d >= 24
     // Scratch layout.
     let kpSize = lPad * d                  // K as B panels (k = d, n = keys)
     let vpSize = kBlocks * bk * dPad       // V as B panels per key block (k = keys, n = d)

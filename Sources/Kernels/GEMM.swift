@@ -80,8 +80,7 @@ struct GemmBlocking: Sendable {
     }
 }
 
-nonisolated(unsafe) var gemmBlocking = GemmBlocking.fromEnvironment()
-nonisolated(unsafe) var gemmTouchAhead = true
+let gemmBlocking = GemmBlocking.fromEnvironment()
 
 /// The k-block size: k split into equal blocks of at most KC (k = 320 → 2 × 160, not 256 + 64).
 @inline(__always)
@@ -119,7 +118,8 @@ func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
     let nTiles = (n + gemmNR - 1) / gemmNR
     let splitN = n >= m
     let macs = Double(m) * Double(n) * Double(k)
-    var workers = min(Threads.count, max(1, Int(macs / Double(1 << 18))))
+    // Below ~1M multiply-adds per worker the dispatch overhead (tens of µs) outweighs the split.
+    var workers = min(Threads.count, max(1, Int(macs / Double(1 << 20))))
     workers = min(workers, splitN ? nTiles : mTiles)
     if workers <= 1 {
         gemmWorker(pa, pb, rows: 0..<m, cols: 0..<n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
@@ -185,7 +185,7 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                     let last = kb == kBlocks - 1
                     let aPanels = pa.packA(ic, mc, p0, kc, bufA)
                     let bPacked = bBlocks[kb]
-                    let linesPerCall = gemmTouchAhead ? kc / 8 : 0
+                    let linesPerCall = kc / 8
                     var jr = 0
                     while jr < nc {
                         let nr = min(gemmNR, nc - jr)
