@@ -249,7 +249,9 @@ func maxOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         j += 16
     }
     if j + 8 <= n { m0 = max8(m0, ld8(x + j)); j += 8 }
-    var m = max8(m0, m1).max()
+    let v = max8(m0, m1)
+    // Horizontal max by hand: the stdlib's `max()` on SIMD8 is an out-of-line call.
+    var m = max(max(max(v[0], v[1]), max(v[2], v[3])), max(max(v[4], v[5]), max(v[6], v[7])))
     while j < n { m = max(m, x[j]); j += 1 }
     return m
 }

@@ -318,11 +318,12 @@ struct DenseA: GemmPackA {
     func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {
         if !trans {
             let full = mc / gemmMR * gemmMR
-            if full == mc {
+            // In place unless the row stride is a multiple of 4 KB: then all rows of a panel
+            // fall into the same L1 set (and few L2 sets) and evict each other.
+            if full == mc && lda % 1024 != 0 {
                 return .inPlace(a + i0 * lda + p0, lda: lda)
             }
-            // The short last panel is packed at dst; earlier panels stay in place. Express both
-            // with one APanels by packing the whole block when it has a tail (rare: once per m).
+            // Pack the whole block (a short last panel, rare: once per m; or a 4 KB-multiple stride).
             var q = 0
             var d = dst
             while q < mc {
