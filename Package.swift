@@ -44,6 +44,8 @@ let package = Package(
             dependencies: ["Darkroom", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: optimize
         ),
+        // Per-component timings on a model folder (Tools/bench/compare.py runs it beside PyTorch).
+        .executableTarget(name: "DarkroomBench", dependencies: ["Darkroom"], path: "Benchmarks/DarkroomBench", swiftSettings: optimize),
         .executableTarget(name: "KernelBench", dependencies: ["Kernels"], path: "Benchmarks/KernelBench", swiftSettings: optimize),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: optimize),
         .testTarget(

@@ -5,6 +5,12 @@
 ///   output [batch, outChannels, outH, outW] with
 ///   outH = (height + padTop + padBottom - kernelH) / strideH + 1 (likewise outW).
 /// Zero padding. The output is overwritten.
+///
+/// Implementation: per image, out[outC, outH·outW] = W[outC, inC·kh·kw] · cols as one GEMM, with
+/// the bias fused into the GEMM's store. 1×1 stride-1 unpadded convolutions multiply the image
+/// directly (no copy). Other shapes are implicit GEMMs: the GEMM's B-packing step gathers each
+/// kc × nc block of the virtual im2col matrix straight from the image, so the full columns
+/// matrix (k²× the input) never exists; memory is bounded by one zero-padded copy of one image.
 public func conv2d(
     input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -13,47 +19,184 @@ public func conv2d(
     padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
     output: UnsafeMutablePointer<Float>
 ) {
+    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false),
+               input: input, batch: batch, inChannels: inChannels, height: height, width: width,
+               bias: bias, residual: nil, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
+               strideH: strideH, strideW: strideW,
+               padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+}
+
+/// `conv2d` with an optional residual fused into the store: output = conv(input) + bias + residual,
+/// residual shaped like the output (ResnetBlock2D's `input_tensor + hidden_states`). The residual
+/// must not overlap `output`.
+public func conv2d(
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    outChannels: Int, kernelH: Int, kernelW: Int,
+    strideH: Int = 1, strideW: Int = 1,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?
+) {
+    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false),
+               input: input, batch: batch, inChannels: inChannels, height: height, width: width,
+               bias: bias, residual: residual, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
+               strideH: strideH, strideW: strideW,
+               padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+}
+
+/// `conv2d` with the weight pre-packed (`PackedMatrix(a: weight, lda: inC·kh·kw, m: outC,
+/// k: inC·kh·kw)`), e.g. to keep it as Float16. outChannels = weight.rows.
+public func conv2d(
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    weight: PackedMatrix, bias: UnsafePointer<Float>?,
+    kernelH: Int, kernelW: Int,
+    strideH: Int = 1, strideW: Int = 1,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil
+) {
+    precondition(weight.role == .a && weight.cols == inChannels * kernelH * kernelW,
+                 "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * kernelH * kernelW)")
+    precondition(weight.kc == max(1, kBlockSize(max(weight.cols, 1))), "packed with a different k blocking")
+    conv2dImpl(PackedA(m: weight),
+               input: input, batch: batch, inChannels: inChannels, height: height, width: width,
+               bias: bias, residual: residual, outChannels: weight.rows, kernelH: kernelH, kernelW: kernelW,
+               strideH: strideH, strideW: strideW,
+               padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+}
+
+func conv2dImpl<PA: GemmPackA>(
+    _ wa: PA,
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+    outChannels: Int, kernelH: Int, kernelW: Int,
+    strideH: Int, strideW: Int,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>
+) {
     let outH = (height + padTop + padBottom - kernelH) / strideH + 1
     let outW = (width + padLeft + padRight - kernelW) / strideW + 1
+    guard batch > 0, outChannels > 0, outH > 0, outW > 0 else { return }
     let kk = inChannels * kernelH * kernelW
     let spatial = outH * outW
-    // im2col into [kk, spatial] then GEMM: out[outC, spatial] = W[outC, kk] · cols.
-    let cols = UnsafeMutablePointer<Float>.allocate(capacity: max(1, kk * spatial))
-    defer { cols.deallocate() }
+    let inPlane = height * width
+    let direct = kernelH == 1 && kernelW == 1 && strideH == 1 && strideW == 1
+        && padTop == 0 && padLeft == 0 && padBottom == 0 && padRight == 0
+    // Padded image geometry (only the rows/columns the windows can reach).
+    let hp = max(height + padTop + padBottom, (outH - 1) * strideH + kernelH)
+    let wp = max(width + padLeft + padRight, (outW - 1) * strideW + kernelW)
+    let needsPadCopy = !direct && (padTop | padLeft | padBottom | padRight) != 0
+    let padBuf = needsPadCopy ? scratchPool.take(inChannels * hp * wp) : nil
+    defer { if let padBuf { scratchPool.give(padBuf) } }
+
     for nb in 0..<batch {
-        let src = input + nb * inChannels * height * width
-        let colsP = SendablePointer(cols)
-        let srcB = UncheckedBox(src)
-        parallelFor(kk) { range in
-            let src = srcB.value
-            for r in range {
-                let ci = r / (kernelH * kernelW)
-                let ky = (r / kernelW) % kernelH
-                let kx = r % kernelW
-                let row = colsP.p + r * spatial
-                for oy in 0..<outH {
-                    let iy = oy * strideH - padTop + ky
-                    if iy < 0 || iy >= height {
-                        for ox in 0..<outW { row[oy * outW + ox] = 0 }
-                        continue
+        let img = input + nb * inChannels * inPlane
+        let dst = output + nb * outChannels * spatial
+        let epi = GemmEpilogue(rowBias: bias, residual: residual.map { $0 + nb * outChannels * spatial },
+                               residualStride: spatial)
+        if direct {
+            gemmDispatch(wa, DenseB(img, spatial, false), m: outChannels, n: spatial, k: kk,
+                         alpha: 1, beta: 0, c: dst, ldc: spatial, epilogue: epi)
+            continue
+        }
+        var src = img
+        var srcH = height, srcW = width
+        if let padBuf {
+            padImage(img, channels: inChannels, height: height, width: width,
+                     top: padTop, left: padLeft, hp: hp, wp: wp, into: padBuf.pointer)
+            src = UnsafePointer(padBuf.pointer)
+            srcH = hp; srcW = wp
+        }
+        let packer = Im2colB(src: src, height: srcH, width: srcW, kernelH: kernelH, kernelW: kernelW,
+                             strideH: strideH, strideW: strideW, outW: outW)
+        gemmDispatch(wa, packer, m: outChannels, n: spatial, k: kk,
+                     alpha: 1, beta: 0, c: dst, ldc: spatial, epilogue: epi)
+    }
+}
+
+/// Copies an image into a zero-bordered [channels, hp, wp] buffer (top/left offsets given).
+func padImage(_ x: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
+              top: Int, left: Int, hp: Int, wp: Int, into out: UnsafeMutablePointer<Float>) {
+    let o = SendablePointer(out)
+    let xb = UncheckedBox(x)
+    parallelFor(channels, minChunk: max(1, 65536 / max(1, hp * wp))) { range in
+        let x = xb.value
+        for c in range {
+            let plane = o.p + c * hp * wp
+            let src = x + c * height * width
+            for y in 0..<hp {
+                let row = plane + y * wp
+                let sy = y - top
+                if sy < 0 || sy >= height {
+                    row.update(repeating: 0, count: wp)
+                    continue
+                }
+                let l = min(max(left, 0), wp)
+                row.update(repeating: 0, count: l)
+                let n = min(width, wp - l)
+                (row + l).update(from: src + sy * width, count: n)
+                if l + n < wp { (row + l + n).update(repeating: 0, count: wp - l - n) }
+            }
+        }
+    }
+}
+
+/// B operand of a convolution as GEMM: the virtual im2col matrix of an (already padded) image,
+///   cols[(ci·kh + ky)·kw + kx, oy·outW + ox] = src[ci, oy·sh + ky, ox·sw + kx],
+/// packed block by block without materialising it. Reads are in bounds by construction.
+struct Im2colB: GemmPackB {
+    let src: UnsafePointer<Float>
+    let height: Int, width: Int
+    let kernelH: Int, kernelW: Int
+    let strideH: Int, strideW: Int
+    let outW: Int
+
+    @inline(__always)
+    func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        let panels = (nc + gemmNR - 1) / gemmNR
+        let panelSize = gemmNR * kc
+        let plane = height * width
+        let khw = kernelH * kernelW
+        // Source offset of every column's window origin; panels whose 16 columns are consecutive
+        // in the source (stride 1, same output row) are copied with two vector loads.
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: panels * gemmNR + panels) { tmp in
+            let colOff = tmp.baseAddress!
+            let contiguous = colOff + panels * gemmNR
+            var oy = j0 / outW, ox = j0 % outW
+            for j in 0..<nc {
+                colOff[j] = Int32(oy * strideH * width + ox * strideW)
+                ox += 1
+                if ox == outW { ox = 0; oy += 1 }
+            }
+            for q in 0..<panels {
+                let base = colOff[q * gemmNR]
+                var ok: Int32 = (q + 1) * gemmNR <= nc ? 1 : 0
+                if ok == 1 {
+                    for l in 1..<gemmNR where colOff[q * gemmNR + l] != base + Int32(l) { ok = 0; break }
+                }
+                contiguous[q] = ok
+            }
+            var ci = p0 / khw, ky = (p0 % khw) / kernelW, kx = p0 % kernelW
+            for p in 0..<kc {
+                let s = src + ci * plane + ky * width + kx
+                var d = dst + p * gemmNR
+                for q in 0..<panels {
+                    let jb = q * gemmNR
+                    if contiguous[q] != 0 {
+                        let sp = s + Int(colOff[jb])
+                        st8(d, ld8(sp)); st8(d + 8, ld8(sp + 8))
+                    } else {
+                        let lanes = min(gemmNR, nc - jb)
+                        for l in 0..<gemmNR { d[l] = l < lanes ? s[Int(colOff[jb + l])] : 0 }
                     }
-                    let srow = src + (ci * height + iy) * width
-                    for ox in 0..<outW {
-                        let ix = ox * strideW - padLeft + kx
-                        row[oy * outW + ox] = (ix >= 0 && ix < width) ? srow[ix] : 0
-                    }
+                    d += panelSize
+                }
+                kx += 1
+                if kx == kernelW {
+                    kx = 0; ky += 1
+                    if ky == kernelH { ky = 0; ci += 1 }
                 }
             }
         }
-        let dst = output + nb * outChannels * spatial
-        sgemm(transA: false, transB: false, m: outChannels, n: spatial, k: kk,
-              a: weight, lda: kk, b: UnsafePointer(cols), ldb: spatial, c: dst, ldc: spatial)
-        if let bias {
-            for co in 0..<outChannels {
-                let bv = bias[co]
-                let row = dst + co * spatial
-                for i in 0..<spatial { row[i] += bv }
-            }
-        }
+        return UnsafePointer(dst)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Single-precision matrix multiply, row-major:
 ///   C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C
 /// op(A) = A (A is m×k, row stride lda) or Aᵀ when `transA` (A stored k×m, row stride lda).
@@ -12,30 +14,216 @@ public func sgemm(
     beta: Float = 0,
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-    // Simple reference-quality implementation; replaced by the packed, register-tiled kernel.
-    let cp = SendablePointer(c)
-    let ap = UncheckedBox(a), bp = UncheckedBox(b)
-    parallelFor(m) { rows in
-        let a = ap.value, b = bp.value
-        var rowBuf = [Float](repeating: 0, count: n)
-        for i in rows {
-            for j in 0..<n { rowBuf[j] = 0 }
-            for p in 0..<k {
-                let av = transA ? a[p * lda + i] : a[i * lda + p]
-                if av == 0 { continue }
-                if transB {
-                    for j in 0..<n { rowBuf[j] += av * b[j * ldb + p] }
-                } else {
-                    let brow = b + p * ldb
-                    for j in 0..<n { rowBuf[j] += av * brow[j] }
-                }
-            }
-            let crow = cp.p + i * ldc
-            if beta == 0 {
-                for j in 0..<n { crow[j] = alpha * rowBuf[j] }
-            } else {
-                for j in 0..<n { crow[j] = alpha * rowBuf[j] + beta * crow[j] }
-            }
+    gemmDispatch(DenseA(a, lda, transA), DenseB(b, ldb, transB), m: m, n: n, k: k,
+                 alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: nil)
+}
+
+/// Work fused into the store of a GEMM's output tiles while they are still in L1, replacing
+/// separate passes over C:
+///   C[i, j] = act(alpha·(op(A)·op(B))[i, j] + beta·C[i, j] + rowBias[i] + columnBias[j])
+///             + residual[i·residualStride + j]
+/// Each part is optional. `rowBias` is a per-output-channel bias when C is [channels, pixels]
+/// (convolution); `columnBias` is a Linear layer's bias when C is [tokens, features].
+/// `residual` must not overlap C (for an in-place residual add pass the residual as C with beta 1).
+public struct GemmEpilogue: @unchecked Sendable {
+    public var rowBias: UnsafePointer<Float>?
+    public var columnBias: UnsafePointer<Float>?
+    public var activation: Activation?
+    public var residual: UnsafePointer<Float>?
+    public var residualStride: Int
+
+    public init(rowBias: UnsafePointer<Float>? = nil, columnBias: UnsafePointer<Float>? = nil,
+                activation: Activation? = nil,
+                residual: UnsafePointer<Float>? = nil, residualStride: Int = 0) {
+        self.rowBias = rowBias
+        self.columnBias = columnBias
+        self.activation = activation
+        self.residual = residual
+        self.residualStride = residualStride
+    }
+}
+
+/// `sgemm` with a fused epilogue (bias, activation, residual); see `GemmEpilogue`.
+public func sgemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int,
+    epilogue: GemmEpilogue
+) {
+    gemmDispatch(DenseA(a, lda, transA), DenseB(b, ldb, transB), m: m, n: n, k: k,
+                 alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
+}
+
+// MARK: - Blocking
+
+/// Cache blocking. KC·NR·4 = 16 KB keeps one B micro-panel in the 32 KB L1 next to the streaming A
+/// micro-panels; the packed A block (MC·KC·4 ≈ 100 KB) and the C block (MC·NC·4 ≈ 200 KB) share
+/// the 512 KB L2; the packed B column block (k·NC floats) lives in L3. Overridable for tuning with DARKROOM_GEMM_MC / _KC / _NC.
+@usableFromInline
+struct GemmBlocking: Sendable {
+    var mc: Int
+    var kc: Int
+    var nc: Int
+
+    static func fromEnvironment() -> GemmBlocking {
+        func env(_ name: String, _ def: Int) -> Int {
+            if let s = ProcessInfo.processInfo.environment[name], let v = Int(s), v > 0 { return v }
+            return def
         }
+        let mc = max(gemmMR, env("DARKROOM_GEMM_MC", 96) / gemmMR * gemmMR)
+        let kc = max(8, env("DARKROOM_GEMM_KC", 256))
+        let nc = max(gemmNR, env("DARKROOM_GEMM_NC", 512) / gemmNR * gemmNR)
+        return GemmBlocking(mc: mc, kc: kc, nc: nc)
+    }
+}
+
+let gemmBlocking = GemmBlocking.fromEnvironment()
+
+/// The k-block size: k split into equal blocks of at most KC (k = 320 → 2 × 160, not 256 + 64).
+@inline(__always)
+func kBlockSize(_ k: Int) -> Int {
+    let kc = gemmBlocking.kc
+    let blocks = (k + kc - 1) / kc
+    return (k + blocks - 1) / blocks
+}
+
+/// Splits `len` into equal blocks of at most `maxBlock`, each a multiple of `unit`.
+@inline(__always)
+func balancedBlock(_ len: Int, _ maxBlock: Int, _ unit: Int) -> Int {
+    let blocks = max(1, (len + maxBlock - 1) / maxBlock)
+    let per = (len + blocks - 1) / blocks
+    return (per + unit - 1) / unit * unit
+}
+
+// MARK: - Driver
+
+/// Splits C into one rectangle per worker (along N when n ≥ m, else along M, in whole tiles) and
+/// runs an independent blocked GEMM on each. Each worker packs its own operand blocks, so there is
+/// no synchronisation inside the product; the duplicated packing of the shared operand costs
+/// O(1/len) of the arithmetic.
+@usableFromInline
+func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
+    _ pa: PA, _ pb: PB, m: Int, n: Int, k: Int, alpha: Float, beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: GemmEpilogue?
+) {
+    guard m > 0, n > 0 else { return }
+    if k == 0 {
+        gemmScaleOnly(m: m, n: n, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
+        return
+    }
+    let mTiles = (m + gemmMR - 1) / gemmMR
+    let nTiles = (n + gemmNR - 1) / gemmNR
+    let splitN = n >= m
+    let macs = Double(m) * Double(n) * Double(k)
+    var workers = min(Threads.count, max(1, Int(macs / Double(1 << 18))))
+    workers = min(workers, splitN ? nTiles : mTiles)
+    if workers <= 1 {
+        gemmWorker(pa, pb, rows: 0..<m, cols: 0..<n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
+        return
+    }
+    let box = UncheckedBox((pa, pb, c))
+    parallelFor(workers) { range in
+        let (pa, pb, c) = box.value
+        for w in range {
+            var rows = 0..<m, cols = 0..<n
+            if splitN {
+                let lo = nTiles * w / workers * gemmNR, hi = min(n, nTiles * (w + 1) / workers * gemmNR)
+                cols = lo..<hi
+            } else {
+                let lo = mTiles * w / workers * gemmMR, hi = min(m, mTiles * (w + 1) / workers * gemmMR)
+                rows = lo..<hi
+            }
+            if rows.isEmpty || cols.isEmpty { continue }
+            gemmWorker(pa, pb, rows: rows, cols: cols, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
+        }
+    }
+}
+
+/// The blocked loop nest on one rectangle of C, in the order jc, ic, pc, jr, ir.
+/// Unlike BLIS (jc, pc, ic) the k loop runs inside the row-block loop, so the mc × nc block of C
+/// stays in L2 across all k blocks: without software prefetch (which Swift cannot emit) the
+/// per-k-block accumulation into C would otherwise miss to L3/DRAM on every tile. B is therefore
+/// packed for the whole k range of a column block (k × nc floats) and reused by every row block.
+@inline(__always)
+func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
+    _ pa: PA, _ pb: PB, rows: Range<Int>, cols: Range<Int>, k: Int, alpha: Float, beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: GemmEpilogue?
+) {
+    let kcStep = kBlockSize(k)
+    let mcStep = balancedBlock(rows.count, gemmBlocking.mc, gemmMR)
+    let ncStep = balancedBlock(cols.count, gemmBlocking.nc, gemmNR)
+    let aSize = mcStep * kcStep + 64
+    let bSize = ncStep * k + 64
+    withScratch(aSize + bSize + gemmMR * gemmNR + 64) { buf in
+        let bufA = buf
+        let bufB = buf + (aSize + 15) / 16 * 16
+        let tile = bufB + (bSize + 15) / 16 * 16
+        let kBlocks = (k + kcStep - 1) / kcStep
+        // Packed B block pointers, one per k block (pre-packed operands return their own storage).
+        var bBlocks = [UnsafePointer<Float>](repeating: UnsafePointer(bufB), count: kBlocks)
+        var jc = cols.lowerBound
+        while jc < cols.upperBound {
+            let nc = min(ncStep, cols.upperBound - jc)
+            let ncPad = (nc + gemmNR - 1) / gemmNR * gemmNR
+            for kb in 0..<kBlocks {
+                let p0 = kb * kcStep
+                let kc = min(kcStep, k - p0)
+                bBlocks[kb] = pb.packB(p0, kc, jc, nc, bufB + p0 * ncPad)
+            }
+            var ic = rows.lowerBound
+            while ic < rows.upperBound {
+                let mc = min(mcStep, rows.upperBound - ic)
+                for kb in 0..<kBlocks {
+                    let p0 = kb * kcStep
+                    let kc = min(kcStep, k - p0)
+                    let first = kb == 0
+                    let last = kb == kBlocks - 1
+                    let aPanels = pa.packA(ic, mc, p0, kc, bufA)
+                    let bPacked = bBlocks[kb]
+                    var jr = 0
+                    while jr < nc {
+                        let nr = min(gemmNR, nc - jr)
+                        let bp = bPacked + jr * kc
+                        let j = jc + jr
+                        var ir = 0
+                        while ir < mc {
+                            let mr = min(gemmMR, mc - ir)
+                            let i = ic + ir
+                            var st = TileStore(alpha: alpha, beta: first ? beta : 1)
+                            if last, let e = epilogue {
+                                st.rowBias = e.rowBias.map { $0 + i }
+                                st.colBias = e.columnBias.map { $0 + j }
+                                st.residual = e.residual.map { $0 + i * e.residualStride + j }
+                                st.ldr = e.residualStride
+                                st.act = e.activation
+                            }
+                            runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, c + i * ldc + j, ldc, mr, nr, st, tile)
+                            ir += gemmMR
+                        }
+                        jr += gemmNR
+                    }
+                }
+                ic += mc
+            }
+            jc += nc
+        }
+    }
+}
+
+/// k == 0: the product is empty, only the beta term and the epilogue remain.
+func gemmScaleOnly(m: Int, n: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: GemmEpilogue?) {
+    var st = TileStore(alpha: 1, beta: beta)
+    for i in 0..<m {
+        if let e = epilogue {
+            st.rowBias = e.rowBias.map { $0 + i }
+            st.colBias = e.columnBias
+            st.residual = e.residual.map { $0 + i * e.residualStride }
+            st.ldr = 0
+            st.act = e.activation
+        }
+        for j in 0..<n { st.finishScalar(0, c + i * ldc + j, 0, j) }
     }
 }

@@ -1,0 +1,73 @@
+// Times Darkroom per component on a model folder, like Tools/bench/reference_bench.py times
+// diffusers: text encoder (batch 2), one UNet step with guidance (batch 2), VAE decode (batch 1).
+// Prints one JSON object (seconds, min/median/max) on stdout.
+//
+//   swift run -c release DarkroomBench --model M --size 512 --runs 3 [--threads 2] [--component unet,vae]
+import Darkroom
+import Foundation
+
+func argument(_ name: String) -> String? {
+    let args = CommandLine.arguments
+    guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+    return args[i + 1]
+}
+
+func timed(_ runs: Int, _ body: () -> Void) -> [String: Double] {
+    body()  // warm-up
+    var ts: [Double] = []
+    for _ in 0..<runs {
+        let t = Date()
+        body()
+        ts.append(Date().timeIntervalSince(t))
+    }
+    ts.sort()
+    return ["min": ts[0], "median": ts[ts.count / 2], "max": ts[ts.count - 1], "runs": Double(runs)]
+}
+
+func peakRSSMB() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_maxrss) / 1024
+}
+
+guard let modelPath = argument("--model") else {
+    FileHandle.standardError.write(Data("usage: DarkroomBench --model M [--size 512] [--runs 3] [--threads N] [--component text_encoder,unet,vae]\n".utf8))
+    exit(2)
+}
+let size = Int(argument("--size") ?? "512") ?? 512
+let runs = max(1, Int(argument("--runs") ?? "3") ?? 3)
+if let t = argument("--threads").flatMap(Int.init) { Threads.count = t }
+let components = Set((argument("--component") ?? "text_encoder,unet,vae").split(separator: ",").map(String.init))
+let folder = URL(fileURLWithPath: modelPath)
+var out: [String: Any] = ["threads": Threads.count, "size": size]
+
+do {
+    var g = TorchGenerator(seed: 0)
+    if components.contains("text_encoder") {
+        let config = try CLIPTextConfig(ConfigFile.load(folder.appendingPathComponent("text_encoder/config.json")))
+        let model = try CLIPTextModel(config: config, weights: try Weights.load(componentFolder: folder.appendingPathComponent("text_encoder"), stem: "model"))
+        let ids = (0..<2).map { r in (0..<77).map { (r * 7919 + $0 * 104729) % 49407 } }
+        out["text_encoder"] = timed(runs) { _ = try? model(ids) }
+    }
+    if components.contains("unet") {
+        let config = try UNetConfig.load(folder.appendingPathComponent("unet/config.json"))
+        let unet = try UNet2DConditionModel(config: config, weights: try Weights.load(componentFolder: folder.appendingPathComponent("unet"), stem: "diffusion_pytorch_model"))
+        let h = size / 8
+        let x = g.randn(shape: [2, config.inChannels, h, h])
+        let ctx = g.randn(shape: [2, 77, config.crossAttentionDim[0]])
+        out["unet"] = timed(runs) { _ = unet(x, timestep: 500, context: ctx) }
+    }
+    if components.contains("vae") {
+        let config = try VAEConfig.load(folder.appendingPathComponent("vae/config.json"))
+        let vae = try VAEDecoder(config: config, weights: try Weights.load(componentFolder: folder.appendingPathComponent("vae"), stem: "diffusion_pytorch_model"))
+        let h = size / 8
+        let z = g.randn(shape: [1, config.latentChannels, h, h])
+        out["vae"] = timed(runs) { _ = vae(z) }
+    }
+} catch {
+    FileHandle.standardError.write(Data("DarkroomBench: \(error)\n".utf8))
+    exit(1)
+}
+out["peak_rss_mb"] = peakRSSMB()
+let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
+print(String(decoding: data, as: UTF8.self))

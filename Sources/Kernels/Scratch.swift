@@ -1,0 +1,54 @@
+import Foundation
+
+/// A small pool of 64-byte-aligned float buffers reused across kernel calls.
+/// Packing buffers are a few hundred KB to a few MB; allocating them afresh on every GEMM would
+/// page-fault them in each time (mmap'd by malloc), which costs more than the packing itself
+/// for mid-sized products. Workers take a buffer at the start of a call and give it back at the end.
+final class ScratchPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var free: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
+    /// Buffers kept for reuse; beyond this the largest spare ones are released.
+    private let maxKept = 12
+
+    /// A buffer of at least `count` floats, 64-byte aligned. Contents are unspecified.
+    func take(_ count: Int) -> (pointer: UnsafeMutablePointer<Float>, capacity: Int) {
+        let need = max(count, 16)
+        lock.lock()
+        var best = -1
+        for (i, b) in free.enumerated() where b.capacity >= need {
+            if best < 0 || b.capacity < free[best].capacity { best = i }
+        }
+        if best >= 0 {
+            let b = free.remove(at: best)
+            lock.unlock()
+            return b
+        }
+        lock.unlock()
+        // Round up so that slightly different sizes share buffers.
+        let cap = (need + 4095) & ~4095
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: cap * MemoryLayout<Float>.stride, alignment: 64)
+        return (raw.bindMemory(to: Float.self, capacity: cap), cap)
+    }
+
+    func give(_ b: (pointer: UnsafeMutablePointer<Float>, capacity: Int)) {
+        lock.lock()
+        free.append(b)
+        var drop: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
+        if free.count > maxKept {
+            free.sort { $0.capacity < $1.capacity }
+            while free.count > maxKept { drop.append(free.removeLast()) }
+        }
+        lock.unlock()
+        for d in drop { UnsafeMutableRawPointer(d.pointer).deallocate() }
+    }
+}
+
+let scratchPool = ScratchPool()
+
+/// Runs `body` with a scratch buffer of at least `count` floats (64-byte aligned, uninitialised).
+@inline(__always)
+func withScratch<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+    let b = scratchPool.take(count)
+    defer { scratchPool.give(b) }
+    return body(b.pointer)
+}

@@ -1,0 +1,81 @@
+import XCTest
+@testable import Kernels
+
+/// attention against a naive softmax(QKᵀ·scale)·V in Double.
+/// Tolerance: 2e-5 relative to Σ_j p_j·|v_j| per output element (the magnitude of the weighted sum).
+final class AttentionTests: XCTestCase {
+    func check(batch: Int, heads: Int, lq: Int, lk: Int, d: Int, causal: Bool = false, rowPad: Int = 0,
+               threads: Int = 2, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
+        var rng = TestRNG(seed)
+        let inner = heads * d
+        let qs = inner + rowPad, ks = inner + 2 * rowPad, vs = inner + 3 * rowPad, os = inner + rowPad
+        let q = rng.array(batch * lq * qs, scale: 2), k = rng.array(batch * lk * ks, scale: 2), v = rng.array(batch * lk * vs)
+        var out = [Float](repeating: .nan, count: batch * lq * os)
+        let scale = 1 / Float(d).squareRoot()
+        withThreads(threads) {
+            attention(q: q, qRowStride: qs, k: k, kRowStride: ks, v: v, vRowStride: vs, out: &out, outRowStride: os,
+                      batch: batch, heads: heads, queryLength: lq, keyLength: lk, headDim: d, scale: scale, causal: causal)
+        }
+        var got: [Float] = [], want: [Double] = [], mag: [Double] = []
+        for b in 0..<batch { for h in 0..<heads { for i in 0..<lq {
+            let nk = causal ? min(lk, i + 1) : lk
+            var s = [Double](repeating: 0, count: nk)
+            for j in 0..<nk {
+                var dot = 0.0
+                for t in 0..<d { dot += Double(q[(b * lq + i) * qs + h * d + t]) * Double(k[(b * lk + j) * ks + h * d + t]) }
+                s[j] = dot * Double(scale)
+            }
+            let mx = s.max()!
+            let e = s.map { exp($0 - mx) }
+            let sum = e.reduce(0, +)
+            for t in 0..<d {
+                var acc = 0.0, m = 0.0
+                for j in 0..<nk {
+                    let vv = Double(v[(b * lk + j) * vs + h * d + t])
+                    acc += e[j] * vv; m += e[j] * abs(vv)
+                }
+                got.append(out[(b * lq + i) * os + h * d + t]); want.append(acc / sum); mag.append(m / sum)
+            }
+            // Row padding of the output is untouched.
+            for t in inner..<os { XCTAssertTrue(out[(b * lq + i) * os + t].isNaN, "attention wrote output padding", file: file, line: line) }
+        } } }
+        assertClose(got, want, scale: mag, tol: 2e-5,
+                    "attention b\(batch) h\(heads) lq\(lq) lk\(lk) d\(d) causal \(causal)", file: file, line: line)
+    }
+
+    func testSmallShapes() {
+        check(batch: 1, heads: 1, lq: 1, lk: 1, d: 1, seed: 1)
+        check(batch: 2, heads: 3, lq: 7, lk: 5, d: 3, seed: 2)
+        check(batch: 1, heads: 2, lq: 17, lk: 33, d: 8, rowPad: 3, seed: 3)
+        check(batch: 2, heads: 2, lq: 50, lk: 77, d: 40, threads: 1, seed: 4)
+    }
+
+    func testMultipleKeyAndQueryBlocks() {
+        // 300 keys: two key blocks (256 + 44); 100 queries: three query blocks.
+        check(batch: 1, heads: 2, lq: 100, lk: 300, d: 40, seed: 5)
+        check(batch: 2, heads: 1, lq: 60, lk: 520, d: 64, rowPad: 5, seed: 6)
+        check(batch: 1, heads: 1, lq: 9, lk: 270, d: 17, seed: 7)
+    }
+
+    func testCausal() {
+        check(batch: 2, heads: 3, lq: 77, lk: 77, d: 16, causal: true, seed: 8)
+        check(batch: 1, heads: 1, lq: 300, lk: 300, d: 8, causal: true, seed: 9)
+        check(batch: 1, heads: 2, lq: 5, lk: 5, d: 64, causal: true, threads: 1, seed: 10)
+    }
+
+    func testWideHeads() {
+        check(batch: 1, heads: 1, lq: 13, lk: 20, d: 160, seed: 11)
+        check(batch: 1, heads: 1, lq: 7, lk: 9, d: 512, seed: 12)
+    }
+
+    func testLargeScoresStayFinite() {
+        // Scores up to ~±400: the running max must keep every exponential in range.
+        var q = [Float](repeating: 0, count: 4 * 8), k = q, v = q
+        var rng = TestRNG(13)
+        for i in 0..<q.count { q[i] = rng.next() * 20; k[i] = rng.next() * 20; v[i] = rng.next() }
+        var out = [Float](repeating: 0, count: 4 * 8)
+        attention(q: q, qRowStride: 8, k: k, kRowStride: 8, v: v, vRowStride: 8, out: &out, outRowStride: 8,
+                  batch: 1, heads: 1, queryLength: 4, keyLength: 4, headDim: 8, scale: 1)
+        XCTAssertTrue(out.allSatisfy { $0.isFinite })
+    }
+}

@@ -1,0 +1,247 @@
+import XCTest
+@testable import Kernels
+
+/// sgemm against a plain triple loop accumulated in Double.
+/// Tolerance: |C − ref| ≤ 1e-5 · (|alpha|·Σ_p |op(A)[i,p]·op(B)[p,j]| + |beta·C0[i,j]| + |epilogue terms|),
+/// i.e. relative to the magnitude of the sum (float accumulation of k terms).
+final class GEMMTests: XCTestCase {
+    struct Case {
+        var m: Int, n: Int, k: Int
+        var transA = false, transB = false
+        var alpha: Float = 1, beta: Float = 0
+        var padA = 0, padB = 0, padC = 0   // extra row stride beyond the minimum
+    }
+
+    /// Naive reference: returns (C, magnitude).
+    static func reference(_ cs: Case, a: [Float], lda: Int, b: [Float], ldb: Int, c0: [Float], ldc: Int,
+                          epilogue: (rowBias: [Float]?, colBias: [Float]?, act: Activation?, residual: [Float]?, ldr: Int)? = nil)
+        -> (c: [Double], mag: [Double]) {
+        var c = c0.map(Double.init)
+        var mag = [Double](repeating: 0, count: c0.count)
+        for i in 0..<cs.m {
+            for j in 0..<cs.n {
+                var s = 0.0, sa = 0.0
+                for p in 0..<cs.k {
+                    let av = Double(cs.transA ? a[p * lda + i] : a[i * lda + p])
+                    let bv = Double(cs.transB ? b[j * ldb + p] : b[p * ldb + j])
+                    s += av * bv
+                    sa += abs(av * bv)
+                }
+                let idx = i * ldc + j
+                var v = Double(cs.alpha) * s
+                var m = abs(Double(cs.alpha)) * sa
+                if cs.beta != 0 { v += Double(cs.beta) * Double(c0[idx]); m += abs(Double(cs.beta) * Double(c0[idx])) }
+                if let e = epilogue {
+                    if let rb = e.rowBias { v += Double(rb[i]); m += abs(Double(rb[i])) }
+                    if let cb = e.colBias { v += Double(cb[j]); m += abs(Double(cb[j])) }
+                    if let act = e.act { v = referenceActivation(v, act); m = max(m, abs(v)) }
+                    if let r = e.residual { v += Double(r[i * e.ldr + j]); m += abs(Double(r[i * e.ldr + j])) }
+                }
+                c[idx] = v
+                mag[idx] = m
+            }
+        }
+        return (c, mag)
+    }
+
+    func run(_ cs: Case, threads: Int, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
+        run(cs, threadCounts: [threads], seed: seed, file: file, line: line)
+    }
+
+    /// Runs one case with each thread count on the same inputs (one reference computation).
+    func run(_ cs: Case, threadCounts: [Int], seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
+        var rng = TestRNG(seed)
+        let lda = (cs.transA ? cs.m : cs.k) + cs.padA
+        let ldb = (cs.transB ? cs.k : cs.n) + cs.padB
+        let ldc = cs.n + cs.padC
+        let a = rng.array(max(1, (cs.transA ? cs.k : cs.m) * lda))
+        let b = rng.array(max(1, (cs.transB ? cs.n : cs.k) * ldb))
+        var c = rng.array(max(1, cs.m * ldc))
+        if cs.beta == 0 {
+            // beta 0 must not read C: fill it with NaN (padding columns too).
+            for i in 0..<c.count { c[i] = .nan }
+        }
+        let c0 = c
+        let (ref, mag) = Self.reference(cs, a: a, lda: lda, b: b, ldb: ldb, c0: c0, ldc: ldc)
+        for threads in threadCounts {
+        c = c0
+        withThreads(threads) {
+            sgemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k, alpha: cs.alpha,
+                  a: a, lda: lda, b: b, ldb: ldb, beta: cs.beta, c: &c, ldc: ldc)
+        }
+        var got: [Float] = [], want: [Double] = [], scale: [Double] = []
+        for i in 0..<cs.m { for j in 0..<cs.n { got.append(c[i * ldc + j]); want.append(ref[i * ldc + j]); scale.append(mag[i * ldc + j]) } }
+        assertClose(got, want, scale: scale, tol: 1e-5, "sgemm \(cs) threads \(threads)", file: file, line: line)
+        // Padding columns of C are never written.
+        for i in 0..<cs.m { for j in cs.n..<ldc {
+            let same = c[i * ldc + j] == c0[i * ldc + j] || (c[i * ldc + j].isNaN && c0[i * ldc + j].isNaN)
+            XCTAssertTrue(same, "sgemm wrote C padding at (\(i), \(j)) for \(cs)", file: file, line: line)
+        } }
+        }
+    }
+
+    /// Every size in the tail set against every other, cycling k, transposes and beta.
+    func testTailShapesAllTransposes() {
+        let sizes = [1, 3, 7, 15, 17, 33, 100]
+        let ks = [1, 3, 7, 15, 17, 33, 100]
+        var seed: UInt64 = 1
+        for (mi, m) in sizes.enumerated() {
+            for (ni, n) in sizes.enumerated() {
+                let k = ks[(mi + 2 * ni) % ks.count]
+                for t in 0..<4 {
+                    let betas: [Float] = [0, 1, 0.5]
+                    let cs = Case(m: m, n: n, k: k, transA: t & 1 != 0, transB: t & 2 != 0,
+                                  alpha: t == 3 ? -1.5 : 1, beta: betas[(mi + ni + t) % 3])
+                    run(cs, threads: 1, seed: seed)
+                    seed += 1
+                }
+            }
+        }
+    }
+
+    func testStridedOperands() {
+        var seed: UInt64 = 100
+        for t in 0..<4 {
+            for (m, n, k) in [(7, 17, 33), (33, 15, 100), (100, 33, 17)] {
+                let cs = Case(m: m, n: n, k: k, transA: t & 1 != 0, transB: t & 2 != 0,
+                              alpha: 0.75, beta: 0.5, padA: 5, padB: 3, padC: 7)
+                run(cs, threads: 2, seed: seed)
+                seed += 1
+            }
+        }
+    }
+
+    /// Several k, m and n cache blocks, both thread splits (n ≥ m splits columns, else rows).
+    func testMultipleBlocksAndThreads() {
+        let kc = gemmBlocking.kc, mc = gemmBlocking.mc, nc = gemmBlocking.nc
+        let shapes = [(mc * 2 + 5, 20, kc * 2 + 3), (13, nc + 37, kc + 1), (70, 90, 2 * kc + 10)]
+        var seed: UInt64 = 200
+        for (si, (m, n, k)) in shapes.enumerated() {
+            for t in [0, 3] {
+                let cs = Case(m: m, n: n, k: k, transA: t & 1 != 0, transB: t & 2 != 0,
+                              alpha: 1, beta: si == 1 ? 1 : 0, padA: 1, padB: 2, padC: 3)
+                run(cs, threadCounts: [1, 2, 3], seed: seed)
+                seed += 1
+            }
+        }
+    }
+
+    func testZeroK() {
+        var c: [Float] = [1, 2, 3, 4, 5, 6]
+        let a: [Float] = [0], b: [Float] = [0]
+        sgemm(transA: false, transB: false, m: 2, n: 3, k: 0, a: a, lda: 1, b: b, ldb: 3, beta: 0.5, c: &c, ldc: 3)
+        XCTAssertEqual(c, [0.5, 1, 1.5, 2, 2.5, 3])
+        c = [.nan, .nan, .nan, .nan, .nan, .nan]
+        sgemm(transA: false, transB: false, m: 2, n: 3, k: 0, a: a, lda: 1, b: b, ldb: 3, beta: 0, c: &c, ldc: 3)
+        XCTAssertEqual(c, [0, 0, 0, 0, 0, 0])
+    }
+
+    func testEpilogue() {
+        var seed: UInt64 = 300
+        for (m, n, k) in [(7, 17, 5), (33, 40, 300), (100, 33, 17), (1, 1, 1)] {
+            for variant in 0..<4 {
+                var rng = TestRNG(seed); seed += 1
+                let cs = Case(m: m, n: n, k: k, transA: false, transB: variant % 2 == 1, alpha: 1.25, beta: variant == 2 ? 0.5 : 0)
+                let lda = k, ldb = cs.transB ? k : n, ldc = n + 2, ldr = n + 1
+                let a = rng.array(m * lda), b = rng.array((cs.transB ? n : k) * ldb)
+                var c = rng.array(m * ldc)
+                if cs.beta == 0 { for i in 0..<c.count { c[i] = .nan } }
+                let c0 = c
+                let rowBias = rng.array(m), colBias = rng.array(n), residual = rng.array(m * ldr)
+                let acts: [Activation?] = [nil, .silu, .gelu, .quickGelu]
+                let act = acts[variant]
+                let useRow = variant != 1, useCol = variant != 0, useRes = variant != 3
+                rowBias.withUnsafeBufferPointer { rb in colBias.withUnsafeBufferPointer { cb in residual.withUnsafeBufferPointer { rr in
+                    let e = GemmEpilogue(rowBias: useRow ? rb.baseAddress : nil, columnBias: useCol ? cb.baseAddress : nil,
+                                         activation: act, residual: useRes ? rr.baseAddress : nil, residualStride: ldr)
+                    withThreads(2) {
+                        sgemm(transA: false, transB: cs.transB, m: m, n: n, k: k, alpha: cs.alpha, a: a, lda: lda,
+                              b: b, ldb: ldb, beta: cs.beta, c: &c, ldc: ldc, epilogue: e)
+                    }
+                } } }
+                let (ref, mag) = Self.reference(cs, a: a, lda: lda, b: b, ldb: ldb, c0: c0, ldc: ldc,
+                                                epilogue: (useRow ? rowBias : nil, useCol ? colBias : nil, act, useRes ? residual : nil, ldr))
+                var got: [Float] = [], want: [Double] = [], scale: [Double] = []
+                for i in 0..<m { for j in 0..<n { got.append(c[i * ldc + j]); want.append(ref[i * ldc + j]); scale.append(mag[i * ldc + j]) } }
+                assertClose(got, want, scale: scale, tol: 1e-5, "epilogue \(m)×\(n)×\(k) variant \(variant)")
+            }
+        }
+    }
+
+    func testPackedOperands() {
+        var seed: UInt64 = 400
+        for (m, n, k) in [(7, 17, 33), (100, 33, 300), (3, 530, 17), (50, 40, 1)] {
+            for trans in [false, true] {
+                for storage in [PackedMatrix.Storage.float32, .float16] {
+                    var rng = TestRNG(seed); seed += 1
+                    let x = rng.array(m * k)                       // activations, row-major [m, k]
+                    let w = rng.array(n * k)                       // weight, [n, k] if trans else [k, n]
+                    let bias = rng.array(n)
+                    let wRounded = storage == .float16 ? w.map { Float(Float16($0)) } : w
+                    let packedB = w.withUnsafeBufferPointer {
+                        PackedMatrix(b: $0.baseAddress!, ldb: trans ? k : n, transposed: trans, k: k, n: n, storage: storage)
+                    }
+                    var c = [Float](repeating: .nan, count: m * n)
+                    bias.withUnsafeBufferPointer { bp in
+                        withThreads(2) {
+                            sgemm(m: m, n: n, k: k, a: x, lda: k, b: packedB, c: &c, ldc: n,
+                                  epilogue: GemmEpilogue(columnBias: bp.baseAddress))
+                        }
+                    }
+                    let cs = Case(m: m, n: n, k: k, transA: false, transB: trans)
+                    var (ref, mag) = Self.reference(cs, a: x, lda: k, b: wRounded, ldb: trans ? k : n,
+                                                    c0: [Float](repeating: 0, count: m * n), ldc: n)
+                    for i in 0..<m { for j in 0..<n { ref[i * n + j] += Double(bias[j]); mag[i * n + j] += abs(Double(bias[j])) } }
+                    assertClose(c, ref, scale: mag, tol: 1e-5, "packed B \(m)×\(n)×\(k) trans \(trans) \(storage)")
+
+                    // The same weight as a packed A operand: C' = W' · X' with W' [n, k].
+                    let wa = trans ? w : transposed(w, rows: k, cols: n)     // [n, k] row-major
+                    let waRounded = storage == .float16 ? wa.map { Float(Float16($0)) } : wa
+                    let packedA = wa.withUnsafeBufferPointer {
+                        PackedMatrix(a: $0.baseAddress!, lda: k, m: n, k: k, storage: storage)
+                    }
+                    let xt = transposed(x, rows: m, cols: k)               // [k, m]
+                    var c2 = [Float](repeating: .nan, count: n * m)
+                    withThreads(2) {
+                        sgemm(m: n, n: m, k: k, a: packedA, b: xt, ldb: m, c: &c2, ldc: m)
+                    }
+                    let cs2 = Case(m: n, n: m, k: k)
+                    let (ref2, mag2) = Self.reference(cs2, a: waRounded, lda: k, b: xt, ldb: m,
+                                                      c0: [Float](repeating: 0, count: m * n), ldc: m)
+                    assertClose(c2, ref2, scale: mag2, tol: 1e-5, "packed A \(n)×\(m)×\(k) \(storage)")
+                }
+            }
+        }
+    }
+
+    func testPackedFromFloat16Source() {
+        var rng = TestRNG(77)
+        let (m, n, k) = (13, 21, 40)
+        let x = rng.array(m * k)
+        let w16 = rng.array(n * k).map { Float16($0) }
+        let packed = w16.withUnsafeBufferPointer { PackedMatrix(b: $0.baseAddress!, ldb: k, transposed: true, k: k, n: n) }
+        XCTAssertEqual(packed.storage, .float16)
+        var c = [Float](repeating: 0, count: m * n)
+        sgemm(m: m, n: n, k: k, a: x, lda: k, b: packed, c: &c, ldc: n)
+        let (ref, mag) = Self.reference(Case(m: m, n: n, k: k, transB: true), a: x, lda: k, b: w16.map { Float($0) }, ldb: k,
+                                        c0: [Float](repeating: 0, count: m * n), ldc: n)
+        assertClose(c, ref, scale: mag, tol: 1e-5, "packed from Float16")
+    }
+}
+
+func transposed(_ x: [Float], rows: Int, cols: Int) -> [Float] {
+    var t = [Float](repeating: 0, count: x.count)
+    for i in 0..<rows { for j in 0..<cols { t[j * rows + i] = x[i * cols + j] } }
+    return t
+}
+
+/// Activations in Double, as PyTorch defines them.
+func referenceActivation(_ x: Double, _ act: Activation) -> Double {
+    switch act {
+    case .silu: return x / (1 + exp(-x))
+    case .gelu: return 0.5 * x * erfc(-x / 2.0.squareRoot())
+    // 0.5·x·(1 + tanh y) written as x·σ(2y): the same value without cancellation for x ≪ 0.
+    case .geluTanh: return x / (1 + exp(-2 * 0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    case .quickGelu: return x / (1 + exp(-1.702 * x))
+    }
+}
