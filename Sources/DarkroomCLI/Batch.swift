@@ -120,6 +120,7 @@ struct Batch: ParsableCommand {
         }
 
         let invalidLines = Box(Set<String>())
+        let plannedNames = Box([Int: String]())
         let summary: BatchSummary
         do {
             summary = try runner.run(jobs) { event in
@@ -127,13 +128,15 @@ struct Batch: ParsableCommand {
                 switch event {
                 case .planned(let plan):
                     display.plan(total: plan.total, toMake: plan.toMake.count, skipped: plan.done.count, invalid: plan.invalid.count)
+                    plannedNames.value = Dictionary(plan.toMake.map { ($0.job.index, $0.file) }, uniquingKeysWith: { a, _ in a })
                     invalidLines.value = Set(plan.invalid.map { $0.job.source?.description ?? "job \($0.job.index)" })
                     for (job, f) in plan.done { display.skipped(index: job.index, file: f) }
                     if !plan.done.isEmpty && display.mode == .bar {
                         printNote("\(plan.done.count) of \(plan.total) images already in \(outURL.path); making the other \(plan.toMake.count)")
                     }
                 case .started(let js):
-                    let names = js.count == 1 ? "image \(js[0].index)" : "images \(js.map { String($0.index) }.joined(separator: ","))"
+                    let first = plannedNames.value[js[0].index] ?? "image \(js[0].index)"
+                    let names = js.count == 1 ? first : "\(first) +\(js.count - 1)"
                     display.started(indices: js.map(\.index), label: names)
                 case .step(let js, let p):
                     display.step(indices: js.map(\.index), p)

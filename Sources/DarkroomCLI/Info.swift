@@ -77,10 +77,9 @@ struct Info: ParsableCommand {
                 head += ", \(ModelSummary.count(c.parameters)) parameters, \(dtypes), \(ModelSummary.bytes(c.bytes))"
             }
             lines.append(head)
-            lines.append("  files         \(c.files.joined(separator: ", "))")
-            for (k, v) in c.details where !(c.name == "scheduler" && k == "class") {
-                lines.append("  " + k.padding(toLength: max(13, k.count), withPad: " ", startingAt: 0) + " " + v)
-            }
+            let rows = [("files", c.files.joined(separator: ", "))] + c.details.filter { !(c.name == "scheduler" && $0.0 == "class") }
+            let width = rows.map(\.0.count).max() ?? 0
+            for (k, v) in rows { lines.append("  " + k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
         }
         lines.append("")
         lines.append("render defaults (\(fromCard ? "from darkroom.json" : "diffusers' defaults")): steps \(d.steps), guidance scale \(formatNumberCLI(d.guidanceScale)), \(d.width)x\(d.height), sampler \(d.sampler.rawValue), eta 0")

@@ -285,6 +285,20 @@ final class BatchTests: XCTestCase {
         let pb = try pipeline.generate(batch: plain)
         for (s, b) in zip(ps, pb) { assertClose(b.pixels, s.pixels, atol: 1e-5, "unguided batched vs single") }
 
+        // Every sampler keeps its state per image (Euler a and DDIM η draw noise from each
+        // image's own generator; multistep samplers keep their own history).
+        var ran: [SamplerKind] = []
+        for kind in SamplerKind.allCases where kind != .ddim {
+            guard (try? kind.make(config: pipeline.model.schedulerConfig, steps: 4, eta: 0)) != nil else { continue }
+            ran.append(kind)
+            let rs = requests.prefix(2).map { r -> GenerationRequest in var r = r; r.sampler = kind; r.steps = 4; return r }
+            let s = try rs.map { try pipeline.generate($0) }
+            let b = try pipeline.generate(batch: Array(rs))
+            for (x, y) in zip(s, b) { assertClose(y.pixels, x.pixels, atol: 1e-5, "\(kind) batched vs single") }
+        }
+        print("samplers checked batched: \(ran.map(\.rawValue))")
+        XCTAssertGreaterThanOrEqual(ran.count, 6, "euler, euler_a, dpmpp_2m(_karras), pndm and lcm run on tiny-sd1's config")
+
         // Requests that cannot share timesteps are refused.
         var other = requests[1]
         other.steps = 4

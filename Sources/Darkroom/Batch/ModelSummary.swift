@@ -65,11 +65,13 @@ public struct ModelSummary: Sendable {
                                details: [("max length", "\(tokenizer.maxLength) tokens"),
                                          ("special tokens", "bos \(tokenizer.bosTokenID), eos \(tokenizer.eosTokenID), pad \(tokenizer.padTokenID)")]))
 
-        let te = try CLIPTextConfig(ConfigFile.load(sub("text_encoder/config.json")))
+        let teFile = try ConfigFile.load(sub("text_encoder/config.json"))
+        let te = try CLIPTextConfig(teFile)
+        let act = (try? teFile.string("hidden_act", default: "quick_gelu")) ?? "\(te.hiddenAct)"
         let (teN, teD, teB, teF, _) = try weights("text_encoder", stem: "model")
         comps.append(Component(name: "text_encoder", className: className("text_encoder", "CLIPTextModel"), parameters: teN, dtypes: teD, bytes: teB, files: teF,
                                details: [("layers", "\(te.numHiddenLayers)"), ("width", "\(te.hiddenSize)"), ("heads", "\(te.numAttentionHeads)"),
-                                         ("MLP width", "\(te.intermediateSize)"), ("activation", "\(te.hiddenAct)"),
+                                         ("MLP width", "\(te.intermediateSize)"), ("activation", act),
                                          ("positions", "\(te.maxPositionEmbeddings)"), ("vocabulary", "\(te.vocabSize)")]))
 
         let u = try UNetConfig.load(sub("unet/config.json"))
