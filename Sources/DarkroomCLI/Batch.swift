@@ -130,7 +130,7 @@ struct Batch: ParsableCommand {
                     display.plan(total: plan.total, toMake: plan.toMake.count, skipped: plan.done.count, invalid: plan.invalid.count)
                     plannedNames.value = Dictionary(plan.toMake.map { ($0.job.index, $0.file) }, uniquingKeysWith: { a, _ in a })
                     invalidLines.value = Set(plan.invalid.map { $0.job.source?.description ?? "job \($0.job.index)" })
-                    for (job, f) in plan.done { display.skipped(index: job.index, file: f) }
+                    for (job, f) in plan.done { display.skipped(index: job.index, file: outURL.appendingPathComponent(f).path) }
                     if !plan.done.isEmpty && display.mode == .bar {
                         printNote("\(plan.done.count) of \(plan.total) images already in \(outURL.path); making the other \(plan.toMake.count)")
                     }

@@ -65,7 +65,7 @@ struct Inspect: ParsableCommand {
             add("negative prompt", p.negativePrompt)
             add("steps", String(p.steps))
             add("sampler", p.sampler)
-            add("guidance scale", "\(p.cfgScale)")
+            add("guidance scale", p.cfgScale == p.cfgScale.rounded() && abs(p.cfgScale) < 1e9 ? String(Int(p.cfgScale)) : "\(p.cfgScale)")
             add("seed", String(p.seed))
             add("size", "\(p.width)x\(p.height)")
             if let m = p.model { add("model", m) }

@@ -252,11 +252,16 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(before, after, "no file was rewritten")
         XCTAssertEqual(try Data(contentsOf: manifest), manifestBefore)
         XCTAssertEqual(hidden(out), [])
+
+        let dry = try run(batchArgs(prompts, out, ["--dry-run"]))
+        XCTAssertEqual(dry.status, 0, dry.stderr)
+        XCTAssertEqual(dry.stdout.split(separator: "\n").filter { $0.hasPrefix("skip  ") }.count, 30)
+        XCTAssertTrue(dry.stderr.contains("0 to make, 30 already made"), dry.stderr)
     }
 
     /// Starts a batch, waits for its first image, signals it, and checks what it leaves.
     func interruptedBatch(signal sig: Int32) throws -> (out: URL, prompts: URL, result: Result) {
-        let prompts = try write((0..<12).map { "prompt number \($0)" }, "twelve.txt")
+        let prompts = try write((0..<24).map { "prompt number \($0)" }, "many.txt")
         let out = tmp.appendingPathComponent("out")
         let running = try start(batchArgs(prompts, out, steps: 3))
         let deadline = Date().addingTimeInterval(120)
@@ -266,7 +271,7 @@ final class CLITests: XCTestCase {
         running.process.waitUntilExit()
         let made = finalPNGs(out)
         XCTAssertGreaterThanOrEqual(made.count, 1)
-        XCTAssertLessThan(made.count, 12)
+        XCTAssertLessThan(made.count, 24)
         try assertFolderIsSound(out)
         return (out, prompts, running.result())
     }
@@ -276,7 +281,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r.status, SIGKILL, "terminated by the signal")
         let rerun = try run(batchArgs(prompts, out, steps: 3))
         XCTAssertEqual(rerun.status, 0, rerun.stderr)
-        XCTAssertEqual(finalPNGs(out).count, 12)
+        XCTAssertEqual(finalPNGs(out).count, 24)
         try assertFolderIsSound(out)
         XCTAssertEqual(hidden(out), [], "leftovers of the killed process are removed")
         XCTAssertEqual(Set(try Manifest.read(out.appendingPathComponent("manifest.jsonl")).records.map(\.file)), Set(finalPNGs(out)),
@@ -292,8 +297,17 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try Manifest.read(out.appendingPathComponent("manifest.jsonl")).records.count, finalPNGs(out).count)
         let rerun = try run(batchArgs(prompts, out, steps: 3))
         XCTAssertEqual(rerun.status, 0, rerun.stderr)
-        XCTAssertEqual(finalPNGs(out).count, 12)
+        XCTAssertEqual(finalPNGs(out).count, 24)
         try assertFolderIsSound(out)
+    }
+
+    func testTerminatedBatchStopsCleanly() throws {
+        let (out, prompts, r) = try interruptedBatch(signal: SIGTERM)
+        XCTAssertEqual(r.status, 130, r.stderr)
+        XCTAssertEqual(hidden(out), [])
+        let rerun = try run(batchArgs(prompts, out, steps: 3, ["-q"]))
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        XCTAssertEqual(finalPNGs(out).count, 24)
     }
 
     func testTwoShardsMakeExactlyTheUnshardedImages() throws {
