@@ -97,7 +97,7 @@ struct Batch: ParsableCommand {
         for p in problems { display.problem(source: p.source.description, message: p.message) }
         if jobs.isEmpty {
             printError(allProblems.isEmpty ? "\(file.path): no prompts (only blank and comment lines)" : "\(file.path): no usable lines")
-            throw ExitCode(allProblems.isEmpty ? Exit.badData : Exit.badData)
+            throw ExitCode(Exit.badData)
         }
 
         let outURL = URL(fileURLWithPath: output)
