@@ -2,7 +2,10 @@
 // as min / median / max over repeated runs. Run with:
 //   swift run -c release KernelBench                 # everything
 //   swift run -c release KernelBench peak gemm       # selected groups
+//   swift run -c release KernelBench torch-script    # prints the PyTorch twin of this benchmark
 // Groups: peak, gemm, gemm1 (single-thread GEMM), packed, conv, attention, norm, eltwise.
+// Rates are min / median / max over the runs (wall clock), plus the median per CPU-second of
+// our threads ("per core-s"), which discounts time other jobs on this shared machine took.
 // Environment: DARKROOM_GEMM_MC / _KC / _NC override the GEMM cache blocking (for tuning).
 import Foundation
 import Kernels
@@ -278,9 +281,89 @@ func benchEltwise() {
     })
 }
 
+
+/// The same shapes in PyTorch, for a side-by-side comparison. Print it and run it with the
+/// project's reference venv (torch.set_num_threads matches Threads.count):
+///   swift run -c release KernelBench torch-script > /tmp/kb_torch.py
+///   Tools/.venv/bin/python /tmp/kb_torch.py 2
+/// (Kept inside this file: a .py file in the target directory would make SwiftPM warn.)
+let torchScript = #"""
+import sys, time, statistics
+import torch
+import torch.nn.functional as F
+threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+def measure(fn, budget=2.0):
+    fn()
+    walls, cpus = [], []
+    start = time.perf_counter()
+    while len(walls) < 3 or (time.perf_counter() - start < budget and len(walls) < 15):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0); cpus.append(time.process_time() - c0)
+    return walls, cpus
+
+def report(name, work, t, unit="GFLOP/s"):
+    walls, cpus = t
+    rates = sorted(work / w / 1e9 for w in walls)
+    cpu = sorted(work / max(c, 1e-9) / 1e9 for c in cpus)
+    print(f"{name:<44} {rates[0]:8.1f} {rates[len(rates)//2]:8.1f} {rates[-1]:8.1f}  {unit} | per core-s {cpu[len(cpu)//2]:7.1f}  (median {sorted(walls)[len(walls)//2]*1e3:.3f} ms, {len(walls)} runs)")
+
+print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+print("\n== torch.matmul   [min / median / max]")
+shapes = [("square 4096³", 4096, 4096, 4096, False, False),
+          ("1x1 conv / linear 4096×320×320", 4096, 320, 320, False, False),
+          ("ff 4096×1280×320", 4096, 1280, 320, False, False),
+          ("3x3 conv 320×4096×2880", 320, 4096, 2880, False, False),
+          ("3x3 conv 1024×640×5760", 1024, 640, 5760, False, False),
+          ("attention-like 4096×4096×40", 4096, 4096, 40, False, False),
+          ("linear xWᵀ 4096×320×320 (transB)", 4096, 320, 320, False, True),
+          ("linear xWᵀ 4096×1280×320 (transB)", 4096, 1280, 320, False, True),
+          ("clip xWᵀ 154×3072×768 (transB)", 154, 3072, 768, False, True),
+          ("transA 1024×1024×1024", 1024, 1024, 1024, True, False)]
+for name, m, n, k, ta, tb in shapes:
+    a = torch.randn(k, m).t() if ta else torch.randn(m, k)
+    b = torch.randn(n, k).t() if tb else torch.randn(k, n)
+    c = torch.empty(m, n)
+    report(name, 2.0 * m * n * k, measure(lambda: torch.matmul(a, b, out=c), 6 if m * n * k > 2e10 else 2))
+
+print("\n== F.conv2d (batch 1)   [min / median / max]")
+for name, cin, h, w, cout, kk, s, p in [("3x3 320→320 @64×64", 320, 64, 64, 320, 3, 1, 1),
+                                        ("3x3 640→640 @32×32", 640, 32, 32, 640, 3, 1, 1),
+                                        ("3x3 1280→1280 @16×16", 1280, 16, 16, 1280, 3, 1, 1),
+                                        ("1x1 640→320 @64×64", 640, 64, 64, 320, 1, 1, 0),
+                                        ("3x3 s2 320→320 @64×64", 320, 64, 64, 320, 3, 2, 1),
+                                        ("3x3 4→320 @64×64 (conv_in)", 4, 64, 64, 320, 3, 1, 1),
+                                        ("3x3 512→512 @128×128 (VAE)", 512, 128, 128, 512, 3, 1, 1),
+                                        ("3x3 128→128 @512×512 (VAE)", 128, 512, 512, 128, 3, 1, 1)]:
+    x = torch.randn(1, cin, h, w); wt = torch.randn(cout, cin, kk, kk); bias = torch.randn(cout)
+    oh = (h + 2 * p - kk) // s + 1; ow = (w + 2 * p - kk) // s + 1
+    flops = 2.0 * cout * oh * ow * cin * kk * kk
+    with torch.no_grad():
+        report(name, flops, measure(lambda: F.conv2d(x, wt, bias, stride=s, padding=p), 4 if flops > 1e11 else 2))
+
+print("\n== F.scaled_dot_product_attention (flops = 4·Lq·Lk·d per head)   [min / median / max]")
+for name, b, hh, lq, lk, d in [("self 2×8 heads 4096×4096 d40", 2, 8, 4096, 4096, 40),
+                               ("self 1×5 heads 4096×4096 d64", 1, 5, 4096, 4096, 64),
+                               ("self 2×8 heads 1024×1024 d80", 2, 8, 1024, 1024, 80),
+                               ("cross 2×8 heads 4096×77 d40", 2, 8, 4096, 77, 40),
+                               ("clip causal 2×12 heads 77×77 d64", 2, 12, 77, 77, 64),
+                               ("vae 1 head 4096×4096 d512", 1, 1, 4096, 4096, 512)]:
+    q = torch.randn(b, hh, lq, d); k = torch.randn(b, hh, lk, d); v = torch.randn(b, hh, lk, d)
+    causal = "causal" in name
+    with torch.no_grad():
+        report(name, 4.0 * b * hh * lq * lk * d, measure(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 3))
+"""#
+
 // MARK: - Main
 
 let args = Set(CommandLine.arguments.dropFirst())
+if args.contains("torch-script") {
+    print(torchScript)
+    exit(0)
+}
 func wants(_ g: String) -> Bool { args.isEmpty || args.contains(g) }
 print("KernelBench: threads \(Threads.count)")
 if wants("peak") { benchPeak() }

@@ -14,12 +14,19 @@ public func activate(_ x: UnsafeMutablePointer<Float>, count n: Int, _ act: Acti
     let p = SendablePointer(x)
     parallelFor(n, minChunk: 16384) { r in
         let base = p.p + r.lowerBound
-        switch act {
-        case .silu: mapF8(base, base, r.count, vsilu)
-        case .gelu: mapF8(base, base, r.count, vgelu)
-        case .geluTanh: mapF8(base, base, r.count, vgeluTanh)
-        case .quickGelu: mapF8(base, base, r.count, vquickGelu)
-        }
+        activationLoop(UnsafePointer(base), base, r.count, act)
+    }
+}
+
+/// dst[i] = act(src[i]); one specialised vector loop per activation, kept out of line (inlined
+/// into larger functions LLVM tends to split the 8-wide code into 4-wide halves).
+@inline(never)
+func activationLoop(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int, _ act: Activation) {
+    switch act {
+    case .silu: mapF8(src, dst, n) { vsilu($0) }
+    case .gelu: mapF8(src, dst, n) { vgelu($0) }
+    case .geluTanh: mapF8(src, dst, n) { vgeluTanh($0) }
+    case .quickGelu: mapF8(src, dst, n) { vquickGelu($0) }
     }
 }
 
@@ -36,17 +43,18 @@ public func geglu(_ x: UnsafePointer<Float>, rows: Int, dim d: Int, out: UnsafeM
     let xb = UncheckedBox(x)
     parallelFor(rows, minChunk: max(1, 8192 / max(d, 1))) { r in
         let x = xb.value
-        for row in r {
-            let src = x + row * 2 * d
-            let dst = o.p + row * d
-            var j = 0
-            while j + 8 <= d {
-                st8(dst + j, ld8(src + j) * vgelu(ld8(src + d + j)))
-                j += 8
-            }
-            while j < d { dst[j] = src[j] * sactivate(src[d + j], .gelu); j += 1 }
-        }
+        for row in r { gegluRow(x + row * 2 * d, o.p + row * d, d) }
     }
+}
+
+@inline(never)
+func gegluRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ d: Int) {
+    var j = 0
+    while j + 8 <= d {
+        st8(dst + j, ld8(src + j) * vgelu(ld8(src + d + j)))
+        j += 8
+    }
+    while j < d { dst[j] = src[j] * sactivate(src[d + j], .gelu); j += 1 }
 }
 
 /// out[i] = a[i] + b[i]. `out` may alias a or b.

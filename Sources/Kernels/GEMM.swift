@@ -118,7 +118,8 @@ func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
     let nTiles = (n + gemmNR - 1) / gemmNR
     let splitN = n >= m
     let macs = Double(m) * Double(n) * Double(k)
-    var workers = min(Threads.count, max(1, Int(macs / Double(1 << 18))))
+    // Below ~1M multiply-adds per worker the dispatch overhead (tens of µs) outweighs the split.
+    var workers = min(Threads.count, max(1, Int(macs / Double(1 << 20))))
     workers = min(workers, splitN ? nTiles : mTiles)
     if workers <= 1 {
         gemmWorker(pa, pb, rows: 0..<m, cols: 0..<n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
@@ -147,6 +148,10 @@ func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
 /// stays in L2 across all k blocks: without software prefetch (which Swift cannot emit) the
 /// per-k-block accumulation into C would otherwise miss to L3/DRAM on every tile. B is therefore
 /// packed for the whole k range of a column block (k × nc floats) and reused by every row block.
+/// When k spans several blocks the partial sums go to a contiguous mc × nc buffer whose row
+/// stride is an odd number of cache lines: C's own stride is often a power of two (conv outputs
+/// of 4096 or 1024 pixels), which maps a tile's rows onto the same L1/L2 sets and evicts the
+/// block between k passes. C itself is then written once, with alpha, beta and the epilogue.
 @inline(__always)
 func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
     _ pa: PA, _ pb: PB, rows: Range<Int>, cols: Range<Int>, k: Int, alpha: Float, beta: Float,
@@ -155,13 +160,18 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
     let kcStep = kBlockSize(k)
     let mcStep = balancedBlock(rows.count, gemmBlocking.mc, gemmMR)
     let ncStep = balancedBlock(cols.count, gemmBlocking.nc, gemmNR)
+    let kBlocks = (k + kcStep - 1) / kcStep
+    let useBlockBuffer = kBlocks > 1
+    let ldcb = ncStep + gemmNR                 // ncStep is a multiple of 16: odd number of lines
     let aSize = mcStep * kcStep + 64
     let bSize = ncStep * k + 64
-    withScratch(aSize + bSize + gemmMR * gemmNR + 64) { buf in
+    let cSize = useBlockBuffer ? mcStep * ldcb + 64 : 0
+    withScratch(aSize + bSize + cSize + gemmMR * gemmNR + 64) { buf in
         let bufA = buf
         let bufB = buf + (aSize + 15) / 16 * 16
-        let tile = bufB + (bSize + 15) / 16 * 16
-        let kBlocks = (k + kcStep - 1) / kcStep
+        let bufC = bufB + (bSize + 15) / 16 * 16
+        let tile = bufC + (cSize + 15) / 16 * 16
+        let sink = UnsafeMutableRawPointer(tile + gemmMR * gemmNR).bindMemory(to: UInt32.self, capacity: 1)
         // Packed B block pointers, one per k block (pre-packed operands return their own storage).
         var bBlocks = [UnsafePointer<Float>](repeating: UnsafePointer(bufB), count: kBlocks)
         var jc = cols.lowerBound
@@ -183,33 +193,87 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                     let last = kb == kBlocks - 1
                     let aPanels = pa.packA(ic, mc, p0, kc, bufA)
                     let bPacked = bBlocks[kb]
+                    let linesPerCall = kc / 8
                     var jr = 0
                     while jr < nc {
                         let nr = min(gemmNR, nc - jr)
                         let bp = bPacked + jr * kc
                         let j = jc + jr
+                        // The B panel the kernels will need next (L3-resident: see kernel6x16).
+                        var next: UnsafePointer<Float>? = nil
+                        var nextLines = 0
+                        if jr + gemmNR < nc {
+                            next = bPacked + (jr + gemmNR) * kc; nextLines = kc
+                        } else if kb + 1 < kBlocks {
+                            next = bBlocks[kb + 1]; nextLines = min(kcStep, k - p0 - kc)
+                        }
                         var ir = 0
+                        var touchStart = 0
                         while ir < mc {
                             let mr = min(gemmMR, mc - ir)
                             let i = ic + ir
-                            var st = TileStore(alpha: alpha, beta: first ? beta : 1)
-                            if last, let e = epilogue {
-                                st.rowBias = e.rowBias.map { $0 + i }
-                                st.colBias = e.columnBias.map { $0 + j }
-                                st.residual = e.residual.map { $0 + i * e.residualStride + j }
-                                st.ldr = e.residualStride
-                                st.act = e.activation
+                            var touchLines = 0
+                            if next != nil, touchStart < nextLines { touchLines = min(linesPerCall, nextLines - touchStart) }
+                            let touch = next.map { $0 + touchStart * gemmNR }
+                            touchStart += touchLines
+                            if useBlockBuffer {
+                                // Whole tiles into the block buffer (its padding absorbs edge rows
+                                // and columns; A and B panels are zero-padded).
+                                kernel6x16(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, bufC + ir * ldcb + jr, ldcb,
+                                           first ? TileStore() : TileStore(alpha: 1, beta: 1),
+                                           touch: touch, touchLines: touchLines, sink: sink)
+                            } else {
+                                var st = TileStore(alpha: alpha, beta: beta)
+                                if let e = epilogue {
+                                    st.rowBias = e.rowBias.map { $0 + i }
+                                    st.colBias = e.columnBias.map { $0 + j }
+                                    st.residual = e.residual.map { $0 + i * e.residualStride + j }
+                                    st.ldr = e.residualStride
+                                    st.act = e.activation
+                                }
+                                runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, c + i * ldc + j, ldc, mr, nr, st, tile,
+                                        touch: touch, touchLines: touchLines, sink: sink)
                             }
-                            runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, c + i * ldc + j, ldc, mr, nr, st, tile)
                             ir += gemmMR
                         }
                         jr += gemmNR
+                    }
+                    if useBlockBuffer && last {
+                        storeBlock(bufC, ldcb, rows: ic..<(ic + mc), cols: jc..<(jc + nc),
+                                   alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
                     }
                 }
                 ic += mc
             }
             jc += nc
         }
+    }
+}
+
+/// C[rows, cols] = act(alpha·block + beta·C + biases) + residual, from the accumulated block buffer.
+@inline(never)
+func storeBlock(_ block: UnsafePointer<Float>, _ ldb: Int, rows: Range<Int>, cols: Range<Int>,
+                alpha: Float, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: GemmEpilogue?) {
+    let n = cols.count
+    for (r, i) in rows.enumerated() {
+        var st = TileStore(alpha: alpha, beta: beta)
+        let j0 = cols.lowerBound
+        if let e = epilogue {
+            st.rowBias = e.rowBias.map { $0 + i }
+            st.colBias = e.columnBias.map { $0 + j0 }
+            st.residual = e.residual.map { $0 + i * e.residualStride + j0 }
+            st.ldr = 0
+            st.act = e.activation
+        }
+        let src = block + r * ldb
+        let dst = c + i * ldc + j0
+        var j = 0
+        if st.isPlainOverwrite {
+            while j + 8 <= n { st8(dst + j, ld8(src + j)); j += 8 }
+        } else {
+            while j + 8 <= n { st.finish(ld8(src + j), dst + j, 0, j); j += 8 }
+        }
+        while j < n { st.finishScalar(src[j], dst + j, 0, j); j += 1 }
     }
 }
 

@@ -25,9 +25,12 @@ struct TileStore {
     var ldr: Int = 0
     var act: Activation? = nil
 
-    @inline(__always) var isPlainOverwrite: Bool {
-        alpha == 1 && beta == 0 && rowBias == nil && colBias == nil && residual == nil && act == nil
+    @inline(__always) var hasEpilogue: Bool {
+        rowBias != nil || colBias != nil || residual != nil || act != nil
     }
+    @inline(__always) var isPlainOverwrite: Bool { alpha == 1 && beta == 0 && !hasEpilogue }
+    @inline(__always) var isScaledOverwrite: Bool { beta == 0 && !hasEpilogue }
+    @inline(__always) var isPlainAccumulate: Bool { alpha == 1 && beta == 1 && !hasEpilogue }
 
     /// Finishes 8 columns (j, j+8) of row i at `c`.
     @inline(__always)
@@ -59,29 +62,67 @@ struct TileStore {
 /// C[6×16] (row stride ldc) ← store(A panel · B panel) over kc steps.
 /// A element (i, p) is read at a[i·rs + p·ks]: a packed panel has rs = 1, ks = 6; a row-major
 /// A read in place has rs = lda, ks = 1 (no packing: the 6 rows stream through L1 as is).
+///
+/// `touch`: Swift cannot emit prefetch instructions, so the kernel reads one float of each of
+/// the next `touchLines` cache lines at `touch` (one every 8 k steps, 64 bytes apart) and folds
+/// them into `sink`. An L3 hit completes within the reorder window of the FMAs around it, so the
+/// next B panel arrives in L1/L2 before its own kernel call instead of stalling it.
 @inline(never) @usableFromInline
 func kernel6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b: UnsafePointer<Float>,
-                _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ st: TileStore) {
+                _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ st: TileStore,
+                touch: UnsafePointer<Float>? = nil, touchLines: Int = 0, sink: UnsafeMutablePointer<UInt32>? = nil) {
     var c00 = F8(), c01 = F8(), c10 = F8(), c11 = F8(), c20 = F8(), c21 = F8()
     var c30 = F8(), c31 = F8(), c40 = F8(), c41 = F8(), c50 = F8(), c51 = F8()
     let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
     var bp = b
     var off = 0
-    for _ in 0..<kc {
-        let b0 = ld8(bp), b1 = ld8(bp + 8)
-        var av = F8(repeating: a0[off])
-        c00 = c00.addingProduct(av, b0); c01 = c01.addingProduct(av, b1)
-        av = F8(repeating: a1[off])
-        c10 = c10.addingProduct(av, b0); c11 = c11.addingProduct(av, b1)
-        av = F8(repeating: a2[off])
-        c20 = c20.addingProduct(av, b0); c21 = c21.addingProduct(av, b1)
-        av = F8(repeating: a3[off])
-        c30 = c30.addingProduct(av, b0); c31 = c31.addingProduct(av, b1)
-        av = F8(repeating: a4[off])
-        c40 = c40.addingProduct(av, b0); c41 = c41.addingProduct(av, b1)
-        av = F8(repeating: a5[off])
-        c50 = c50.addingProduct(av, b0); c51 = c51.addingProduct(av, b1)
-        off += ks; bp += 16
+    var p = 0
+    if let touch, touchLines > 0, let sink {
+        var acc: UInt32 = 0
+        var t = 0
+        var tp = touch
+        while p + 8 <= kc {
+            for _ in 0..<8 {
+                do {
+                    let b0 = ld8(bp), b1 = ld8(bp + 8)
+                    var av = F8(repeating: a0[off])
+                    c00 = c00.addingProduct(av, b0); c01 = c01.addingProduct(av, b1)
+                    av = F8(repeating: a1[off])
+                    c10 = c10.addingProduct(av, b0); c11 = c11.addingProduct(av, b1)
+                    av = F8(repeating: a2[off])
+                    c20 = c20.addingProduct(av, b0); c21 = c21.addingProduct(av, b1)
+                    av = F8(repeating: a3[off])
+                    c30 = c30.addingProduct(av, b0); c31 = c31.addingProduct(av, b1)
+                    av = F8(repeating: a4[off])
+                    c40 = c40.addingProduct(av, b0); c41 = c41.addingProduct(av, b1)
+                    av = F8(repeating: a5[off])
+                    c50 = c50.addingProduct(av, b0); c51 = c51.addingProduct(av, b1)
+                    off += ks; bp += 16
+                }
+            }
+            if t < touchLines { acc ^= tp.pointee.bitPattern; tp += 16; t += 1 }
+            p += 8
+        }
+        sink.pointee ^= acc
+    }
+    while p < kc {
+        do {
+            let b0 = ld8(bp), b1 = ld8(bp + 8)
+            var av = F8(repeating: a0[off])
+            c00 = c00.addingProduct(av, b0); c01 = c01.addingProduct(av, b1)
+            av = F8(repeating: a1[off])
+            c10 = c10.addingProduct(av, b0); c11 = c11.addingProduct(av, b1)
+            av = F8(repeating: a2[off])
+            c20 = c20.addingProduct(av, b0); c21 = c21.addingProduct(av, b1)
+            av = F8(repeating: a3[off])
+            c30 = c30.addingProduct(av, b0); c31 = c31.addingProduct(av, b1)
+            av = F8(repeating: a4[off])
+            c40 = c40.addingProduct(av, b0); c41 = c41.addingProduct(av, b1)
+            av = F8(repeating: a5[off])
+            c50 = c50.addingProduct(av, b0); c51 = c51.addingProduct(av, b1)
+            off += ks; bp += 16
+        }
+        p += 1
     }
     if st.isPlainOverwrite {
         st8(c, c00); st8(c + 8, c01)
@@ -92,7 +133,17 @@ func kernel6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b:
         st8(c + 5 * ldc, c50); st8(c + 5 * ldc + 8, c51)
         return
     }
-    if st.alpha == 1 && st.beta == 1 && st.rowBias == nil && st.colBias == nil && st.residual == nil && st.act == nil {
+    if st.isScaledOverwrite {
+        let al = F8(repeating: st.alpha)
+        st8(c, c00 * al); st8(c + 8, c01 * al)
+        st8(c + ldc, c10 * al); st8(c + ldc + 8, c11 * al)
+        st8(c + 2 * ldc, c20 * al); st8(c + 2 * ldc + 8, c21 * al)
+        st8(c + 3 * ldc, c30 * al); st8(c + 3 * ldc + 8, c31 * al)
+        st8(c + 4 * ldc, c40 * al); st8(c + 4 * ldc + 8, c41 * al)
+        st8(c + 5 * ldc, c50 * al); st8(c + 5 * ldc + 8, c51 * al)
+        return
+    }
+    if st.isPlainAccumulate {
         // Accumulating pass of a multi-block k loop.
         var r = c
         r.accumulate8(c00); (r + 8).accumulate8(c01); r += ldc
@@ -154,6 +205,35 @@ func kernel6x8(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b: 
     st.finish(c3, c + 3 * ldc, 3, 0); st.finish(c4, c + 4 * ldc, 4, 0); st.finish(c5, c + 5 * ldc, 5, 0)
 }
 
+/// C[4×24] ← store(A · B) over kc steps, B a 24-wide panel (kc rows of 24 floats). 12
+/// accumulators like 6×16 but 3 B loads + 4 broadcasts per 12 FMAs; used where a width is
+/// 16·n + 8 (attention head dim 40 = 24 + 16) instead of the load-bound 6×8 tail kernel.
+@inline(never) @usableFromInline
+func kernel4x24(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b: UnsafePointer<Float>,
+                _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ st: TileStore) {
+    var c00 = F8(), c01 = F8(), c02 = F8(), c10 = F8(), c11 = F8(), c12 = F8()
+    var c20 = F8(), c21 = F8(), c22 = F8(), c30 = F8(), c31 = F8(), c32 = F8()
+    let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs
+    var bp = b
+    var off = 0
+    for _ in 0..<kc {
+        let b0 = ld8(bp), b1 = ld8(bp + 8), b2 = ld8(bp + 16)
+        var av = F8(repeating: a0[off])
+        c00 = c00.addingProduct(av, b0); c01 = c01.addingProduct(av, b1); c02 = c02.addingProduct(av, b2)
+        av = F8(repeating: a1[off])
+        c10 = c10.addingProduct(av, b0); c11 = c11.addingProduct(av, b1); c12 = c12.addingProduct(av, b2)
+        av = F8(repeating: a2[off])
+        c20 = c20.addingProduct(av, b0); c21 = c21.addingProduct(av, b1); c22 = c22.addingProduct(av, b2)
+        av = F8(repeating: a3[off])
+        c30 = c30.addingProduct(av, b0); c31 = c31.addingProduct(av, b1); c32 = c32.addingProduct(av, b2)
+        off += ks; bp += 24
+    }
+    st.finish(c00, c, 0, 0); st.finish(c01, c + 8, 0, 8); st.finish(c02, c + 16, 0, 16)
+    st.finish(c10, c + ldc, 1, 0); st.finish(c11, c + ldc + 8, 1, 8); st.finish(c12, c + ldc + 16, 1, 16)
+    st.finish(c20, c + 2 * ldc, 2, 0); st.finish(c21, c + 2 * ldc + 8, 2, 8); st.finish(c22, c + 2 * ldc + 16, 2, 16)
+    st.finish(c30, c + 3 * ldc, 3, 0); st.finish(c31, c + 3 * ldc + 8, 3, 8); st.finish(c32, c + 3 * ldc + 16, 3, 16)
+}
+
 extension UnsafeMutablePointer where Pointee == Float {
     @inline(__always) func accumulate8(_ v: F8) { st8(self, ld8(self) + v) }
 }
@@ -188,9 +268,10 @@ struct APanels {
 @inline(__always)
 func runTile(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b: UnsafePointer<Float>,
              _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ mr: Int, _ nr: Int,
-             _ st: TileStore, _ tile: UnsafeMutablePointer<Float>) {
+             _ st: TileStore, _ tile: UnsafeMutablePointer<Float>,
+             touch: UnsafePointer<Float>? = nil, touchLines: Int = 0, sink: UnsafeMutablePointer<UInt32>? = nil) {
     if mr == gemmMR {
-        if nr == gemmNR { kernel6x16(kc, a, rs, ks, b, c, ldc, st); return }
+        if nr == gemmNR { kernel6x16(kc, a, rs, ks, b, c, ldc, st, touch: touch, touchLines: touchLines, sink: sink); return }
         if nr == 8 { kernel6x8(kc, a, rs, ks, b, c, ldc, st); return }
     }
     if nr <= 8 {
@@ -237,11 +318,12 @@ struct DenseA: GemmPackA {
     func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {
         if !trans {
             let full = mc / gemmMR * gemmMR
-            if full == mc {
+            // In place unless the row stride is a multiple of 4 KB: then all rows of a panel
+            // fall into the same L1 set (and few L2 sets) and evict each other.
+            if full == mc && lda % 1024 != 0 {
                 return .inPlace(a + i0 * lda + p0, lda: lda)
             }
-            // The short last panel is packed at dst; earlier panels stay in place. Express both
-            // with one APanels by packing the whole block when it has a tail (rare: once per m).
+            // Pack the whole block (a short last panel, rare: once per m; or a 4 KB-multiple stride).
             var q = 0
             var d = dst
             while q < mc {

@@ -34,15 +34,23 @@ public func groupNorm(
                 let off = base + c * spatial
                 // (x − mean)·(gamma·rstd) + beta: subtracting first avoids cancellation when
                 // |mean| ≫ std.
-                let mv = F8(repeating: m), mlv = F8(repeating: mLo)
-                let scv = F8(repeating: gamma[ch] * rstd), shv = F8(repeating: beta[ch])
-                if silu {
-                    mapF8(x + off, o.p + off, spatial) { vsilu((($0 - mv) - mlv) * scv + shv) }
-                } else {
-                    mapF8(x + off, o.p + off, spatial) { (($0 - mv) - mlv) * scv + shv }
-                }
+                normalizeChannel(x + off, o.p + off, spatial, m, mLo, gamma[ch] * rstd, beta[ch], silu)
             }
         }
+    }
+}
+
+/// y = ((x − m) − mLo)·scale + shift, then SiLU when asked. Out of line so the vector code is
+/// compiled on its own (LLVM splits it into 4-wide halves when inlined into the parallel closure).
+@inline(never)
+func normalizeChannel(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int,
+                      _ m: Float, _ mLo: Float, _ scale: Float, _ shift: Float, _ silu: Bool) {
+    let mv = F8(repeating: m), mlv = F8(repeating: mLo)
+    let scv = F8(repeating: scale), shv = F8(repeating: shift)
+    if silu {
+        mapF8(x, y, n) { vsilu(fma8(($0 - mv) - mlv, scv, shv)) }
+    } else {
+        mapF8(x, y, n) { fma8(($0 - mv) - mlv, scv, shv) }
     }
 }
 

@@ -63,6 +63,13 @@ final class AttentionTests: XCTestCase {
         check(batch: 1, heads: 2, lq: 5, lk: 5, d: 64, causal: true, threads: 1, seed: 10)
     }
 
+    func testHeadDimsAroundKernelWidths() {
+        // 24 and 56 take the 4×24 kernel (16·n + 8); 8 the 6×8 tail; 16 and 20 plain 16-wide panels.
+        for (i, d) in [8, 16, 20, 24, 56].enumerated() {
+            check(batch: 1, heads: 2, lq: 31, lk: 45, d: d, seed: 20 + UInt64(i))
+        }
+    }
+
     func testWideHeads() {
         check(batch: 1, heads: 1, lq: 13, lk: 20, d: 160, seed: 11)
         check(batch: 1, heads: 1, lq: 7, lk: 9, d: 512, seed: 12)

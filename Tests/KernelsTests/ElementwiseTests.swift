@@ -40,6 +40,18 @@ final class ElementwiseTests: XCTestCase {
             worst2 = max(worst2, abs(got - want) / want)
         }
         XCTAssertLessThan(worst2, 2.4e-7, "vexp2 worst relative error \(worst2)")
+
+        // Softmax's 2^x on x ≤ 0: ≤ 2 ulp down to −126, tiny positive (not NaN) below.
+        var worst3 = 0.0
+        for _ in 0..<20000 {
+            let x = -abs(rng.next()) * 126
+            let got = Double(vexp2NonPositive(F8(repeating: x))[0]), want = exp2(Double(x))
+            worst3 = max(worst3, abs(got - want) / want)
+        }
+        XCTAssertLessThan(worst3, 2.4e-7, "vexp2NonPositive worst relative error \(worst3)")
+        XCTAssertEqual(vexp2NonPositive(F8(repeating: 0))[0], 1)
+        let far = vexp2NonPositive(F8(repeating: -.infinity))[0]
+        XCTAssertTrue(far >= 0 && far < 1e-37)
     }
 
     func testActivations() {

@@ -111,6 +111,12 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// Row strides that are multiples of 4 KB take the packing path for A instead of reading in place.
+    func testPowerOfTwoStrides() {
+        run(Case(m: 13, n: 17, k: 20, alpha: 1, beta: 0, padA: 1024 - 20, padB: 0, padC: 1024 - 17), threads: 1, seed: 150)
+        run(Case(m: 12, n: 40, k: 300, alpha: 2, beta: 0.5, padA: 1024 - 300, padB: 0, padC: 2048 - 40), threads: 2, seed: 151)
+    }
+
     /// Several k, m and n cache blocks, both thread splits (n ≥ m splits columns, else rows).
     func testMultipleBlocksAndThreads() {
         let kc = gemmBlocking.kc, mc = gemmBlocking.mc, nc = gemmBlocking.nc

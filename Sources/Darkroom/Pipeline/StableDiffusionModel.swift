@@ -1,10 +1,13 @@
 import Foundation
 
-/// A Stable Diffusion model loaded from a diffusers folder: `model_index.json`, `tokenizer/`,
-/// `text_encoder/`, `unet/`, `vae/`, `scheduler/`. Every size comes from the configs.
+/// A Stable Diffusion model loaded from a diffusers folder (`model_index.json`, `tokenizer/`,
+/// `text_encoder/`, `unet/`, `vae/`, `scheduler/`; every size comes from the configs) or from a
+/// single-file SD 1.x/2.x checkpoint in the original LDM layout (sizes inferred from the tensors,
+/// see `init(checkpoint:options:)`).
 public final class StableDiffusionModel: Sendable {
+    /// The model folder, or the checkpoint file.
     public let folder: URL
-    /// A short name for metadata (the folder name).
+    /// A short name for metadata (the folder name, or the file name without extension).
     public let name: String
     public let tokenizer: CLIPTokenizer
     public let textEncoder: CLIPTextModel
@@ -12,6 +15,8 @@ public final class StableDiffusionModel: Sendable {
     public let vaeConfig: VAEConfig
     public let vaeDecoder: VAEDecoder
     public let schedulerConfig: SchedulerConfig
+    /// What was inferred about a single-file checkpoint; nil for a diffusers folder.
+    public let checkpoint: CheckpointInfo?
     /// Non-fatal findings while loading (e.g. weights no module used), for the CLI to print.
     public let warnings: [String]
 
@@ -20,14 +25,34 @@ public final class StableDiffusionModel: Sendable {
         "LatentConsistencyModelPipeline", "DarkroomPipeline",
     ]
 
-    public init(folder: URL) throws {
-        self.folder = folder
-        name = folder.standardizedFileURL.lastPathComponent
+    /// Everything read from disk, before the modules are built.
+    private struct Parts {
+        var url: URL
+        var name: String
+        var tokenizer: CLIPTokenizer
+        var tokenizerPath: String
+        var textConfig: CLIPTextConfig
+        var textWeights: Weights
+        var unetConfig: UNetConfig
+        var unetConfigPath: String
+        var unetWeights: Weights
+        var vaeConfig: VAEConfig
+        var vaeWeights: Weights
+        var schedulerConfig: SchedulerConfig
+        var checkpoint: CheckpointInfo?
+        var warnings: [String] = []
+    }
+
+    /// Loads a diffusers folder. A path to a file is loaded as a single-file checkpoint with
+    /// everything inferred (`init(checkpoint:)`), so `--model x.safetensors` works wherever a
+    /// folder does.
+    public convenience init(folder: URL) throws {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: folder.path, isDirectory: &isDir) else { throw DarkroomError.fileNotFound(path: folder.path) }
         guard isDir.boolValue else {
-            throw DarkroomError.invalidFile(path: folder.path, reason: "not a model folder (expected a diffusers folder with model_index.json)")
+            try self.init(checkpoint: folder)
+            return
         }
         let index = try ConfigFile.load(folder.appendingPathComponent("model_index.json"))
         let cls = try index.string("_class_name", default: "StableDiffusionPipeline")
@@ -40,39 +65,101 @@ public final class StableDiffusionModel: Sendable {
             }
         }
         func sub(_ p: String) -> URL { folder.appendingPathComponent(p) }
+        try self.init(Parts(
+            url: folder, name: folder.standardizedFileURL.lastPathComponent,
+            tokenizer: try CLIPTokenizer(directory: sub("tokenizer")), tokenizerPath: sub("tokenizer").path,
+            textConfig: try CLIPTextConfig(ConfigFile.load(sub("text_encoder/config.json"))),
+            textWeights: try Weights.load(componentFolder: sub("text_encoder"), stem: "model"),
+            unetConfig: try UNetConfig.load(sub("unet/config.json")), unetConfigPath: sub("unet/config.json").path,
+            unetWeights: try Weights.load(componentFolder: sub("unet"), stem: "diffusion_pytorch_model"),
+            vaeConfig: try VAEConfig.load(sub("vae/config.json")),
+            vaeWeights: try Weights.load(componentFolder: sub("vae"), stem: "diffusion_pytorch_model"),
+            schedulerConfig: try SchedulerConfig.load(from: sub("scheduler/scheduler_config.json")),
+            checkpoint: nil))
+    }
 
-        tokenizer = try CLIPTokenizer(directory: sub("tokenizer"))
-        let teConfig = try CLIPTextConfig(ConfigFile.load(sub("text_encoder/config.json")))
-        let teWeights = try Weights.load(componentFolder: sub("text_encoder"), stem: "model")
-        textEncoder = try CLIPTextModel(config: teConfig, weights: teWeights)
+    /// Loads a single `.safetensors` checkpoint in the original LDM key layout of SD 1.x/2.x
+    /// (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.*`; F16, BF16 or
+    /// F32). The architecture is inferred from the tensor shapes as diffusers' `from_single_file`
+    /// does (SD 1.x or 2.x by the text encoder, channels, blocks and depths from the shapes,
+    /// SD's head counts, v-prediction for SD 2.x); `options` overrides any of it. The tokenizer
+    /// is Darkroom's CLIP vocabulary with the SD 1.x or 2.x pad token.
+    public convenience init(checkpoint url: URL, options: CheckpointOptions = CheckpointOptions()) throws {
+        let ext = url.pathExtension.lowercased()
+        if ["ckpt", "pt", "pth", "bin"].contains(ext) {
+            throw DarkroomError.invalidFile(path: url.path, reason: "PyTorch pickle checkpoints are not loaded (they can run code); convert it to .safetensors")
+        }
+        let ckpt = try LDMCheckpoint(url: url)
+        let arch = try CheckpointArchitecture(ckpt, options: options)
+        var warnings: [String] = []
+        func weights(_ component: String, _ mapped: (views: [String: WeightView], unmapped: [String])) throws -> Weights {
+            if !mapped.unmapped.isEmpty {
+                let shown = mapped.unmapped.sorted().prefix(5).joined(separator: ", ")
+                warnings.append("\(component): \(mapped.unmapped.count) checkpoint key\(mapped.unmapped.count == 1 ? "" : "s") with no diffusers counterpart (\(shown)\(mapped.unmapped.count > 5 ? ", ..." : ""))")
+            }
+            return try Weights(file: ckpt.file, views: mapped.views, label: component)
+        }
+        let unetWeights = try weights("unet", ckpt.unetViews(layersPerBlock: arch.unetLayersPerBlock))
+        let vaeWeights = try weights("vae", ckpt.vaeViews())
+        let text = ckpt.textEncoderViews()
+        let textWeights = try weights("text_encoder", (text.views, text.unmapped))
+        let others = ckpt.otherKeys()
+        if !others.unexpected.isEmpty {
+            let shown = others.unexpected.prefix(5).joined(separator: ", ")
+            warnings.append("\(others.unexpected.count) tensor\(others.unexpected.count == 1 ? "" : "s") outside the UNet, VAE and text encoder not used (\(shown)\(others.unexpected.count > 5 ? ", ..." : ""))")
+        }
 
-        let unetConfig = try UNetConfig.load(sub("unet/config.json"))
-        let unetWeights = try Weights.load(componentFolder: sub("unet"), stem: "diffusion_pytorch_model")
-        unet = try UNet2DConditionModel(config: unetConfig, weights: unetWeights)
+        let tokenizer: CLIPTokenizer
+        let tokenizerPath: String
+        if let t = options.tokenizerFolder ?? options.configFolder?.appendingPathComponent("tokenizer") {
+            tokenizer = try CLIPTokenizer(directory: t)
+            tokenizerPath = t.path
+        } else {
+            let vocabulary = try CheckpointTokenizer.locateVocabulary()
+            tokenizer = try CheckpointTokenizer.load(family: ckpt.family, vocabulary: vocabulary)
+            tokenizerPath = vocabulary.path
+        }
+        var dtypes: [String: Int] = [:]
+        for e in ckpt.file.entries.values { dtypes[e.dtype.rawValue, default: 0] += 1 }
+        let info = CheckpointInfo(path: url.path, family: ckpt.family, predictionType: arch.scheduler.predictionType,
+                                  predictionOverridden: arch.predictionOverridden, dtypes: dtypes)
+        try self.init(Parts(
+            url: url, name: url.deletingPathExtension().lastPathComponent,
+            tokenizer: tokenizer, tokenizerPath: tokenizerPath,
+            textConfig: arch.text, textWeights: textWeights,
+            unetConfig: arch.unet, unetConfigPath: url.path, unetWeights: unetWeights,
+            vaeConfig: arch.vae, vaeWeights: vaeWeights,
+            schedulerConfig: arch.scheduler, checkpoint: info, warnings: warnings))
+    }
 
-        vaeConfig = try VAEConfig.load(sub("vae/config.json"))
-        let vaeWeights = try Weights.load(componentFolder: sub("vae"), stem: "diffusion_pytorch_model")
-        vaeDecoder = try VAEDecoder(config: vaeConfig, weights: vaeWeights)
-
-        schedulerConfig = try SchedulerConfig.load(from: sub("scheduler/scheduler_config.json"))
+    private init(_ p: Parts) throws {
+        folder = p.url
+        name = p.name
+        tokenizer = p.tokenizer
+        textEncoder = try CLIPTextModel(config: p.textConfig, weights: p.textWeights)
+        unet = try UNet2DConditionModel(config: p.unetConfig, weights: p.unetWeights)
+        vaeConfig = p.vaeConfig
+        vaeDecoder = try VAEDecoder(config: p.vaeConfig, weights: p.vaeWeights)
+        schedulerConfig = p.schedulerConfig
+        checkpoint = p.checkpoint
 
         // Cross-component consistency: these would otherwise fail deep inside a matmul.
-        let unetPath = sub("unet/config.json").path
+        let teConfig = p.textConfig, unetConfig = p.unetConfig
         for (i, d) in unetConfig.crossAttentionDim.enumerated() where d != teConfig.hiddenSize {
-            throw DarkroomError.invalidConfig(path: unetPath, key: "cross_attention_dim",
+            throw DarkroomError.invalidConfig(path: p.unetConfigPath, key: "cross_attention_dim",
                                               reason: "block \(i) expects \(d)-wide text embeddings but the text encoder produces \(teConfig.hiddenSize)")
         }
         guard unetConfig.inChannels == vaeConfig.latentChannels, unetConfig.outChannels == vaeConfig.latentChannels else {
-            throw DarkroomError.invalidConfig(path: unetPath, key: "in_channels",
+            throw DarkroomError.invalidConfig(path: p.unetConfigPath, key: "in_channels",
                                               reason: "UNet has \(unetConfig.inChannels) in / \(unetConfig.outChannels) out channels but the VAE has \(vaeConfig.latentChannels) latent channels")
         }
         if tokenizer.maxLength > teConfig.maxPositionEmbeddings {
-            throw DarkroomError.invalidConfig(path: sub("tokenizer").path, key: "model_max_length",
+            throw DarkroomError.invalidConfig(path: p.tokenizerPath, key: "model_max_length",
                                               reason: "\(tokenizer.maxLength) exceeds the text encoder's \(teConfig.maxPositionEmbeddings) positions")
         }
 
-        var warnings: [String] = []
-        for (label, w) in [("text_encoder", teWeights), ("unet", unetWeights), ("vae", vaeWeights)] {
+        var warnings = p.warnings
+        for (label, w) in [("text_encoder", p.textWeights), ("unet", p.unetWeights), ("vae", p.vaeWeights)] {
             let unused = w.unusedKeys
             if !unused.isEmpty {
                 let shown = unused.prefix(5).joined(separator: ", ")

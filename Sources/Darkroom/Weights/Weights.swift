@@ -11,6 +11,8 @@ public final class Weights: @unchecked Sendable {
     private let lock = NSLock()
     /// A name for messages (the component folder).
     public let label: String
+    /// Keys served from differently named (or sliced) tensors; empty for diffusers folders.
+    private let views: [String: WeightView]
 
     public init(files: [SafetensorsFile], label: String) throws {
         self.files = files
@@ -25,6 +27,26 @@ public final class Weights: @unchecked Sendable {
             }
         }
         location = loc
+        views = [:]
+    }
+
+    /// Weights that modules ask for by diffusers names while the file stores them under other
+    /// names or fused (a single-file LDM checkpoint): every key in `views` is served from the
+    /// view's tensor in `file`. Views are checked against the file's entries here.
+    public init(file: SafetensorsFile, views: [String: WeightView], label: String) throws {
+        files = [file]
+        self.label = label
+        for (key, v) in views {
+            guard let e = file.entries[v.key] else {
+                throw DarkroomError.weight(path: file.path, key: v.key, reason: "missing (needed for '\(key)')")
+            }
+            let count = v.shape.reduce(1, *)
+            guard v.offset >= 0, v.offset + count <= e.count else {
+                throw DarkroomError.weight(path: file.path, key: v.key, reason: "shape \(e.shape) is too small for '\(key)' \(v.shape)")
+            }
+        }
+        self.views = views
+        location = Dictionary(uniqueKeysWithValues: views.keys.map { ($0, 0) })
     }
 
     /// Finds the safetensors weights of a component folder: `<stem>.safetensors`, a sharded
@@ -70,6 +92,7 @@ public final class Weights: @unchecked Sendable {
 
     public func entry(_ key: String) -> SafetensorsFile.Entry? {
         guard let i = location[key] else { return nil }
+        if let v = views[key] { return v.entry(in: files[i]) }
         return files[i].entries[key]
     }
 
@@ -80,8 +103,10 @@ public final class Weights: @unchecked Sendable {
 
     /// The tensor under `key` as float32, checked against `shape`.
     public func tensor(_ key: String, shape: [Int]) throws -> Tensor {
+        if let v = views[key] { return try viewTensor(key, v, shape: shape) }
         guard let i = location[key], let e = files[i].entries[key] else {
-            throw DarkroomError.weight(path: files.first?.path ?? label, key: key, reason: "missing")
+            let why = views.isEmpty ? "missing" : "missing: no tensor of this checkpoint maps to it"
+            throw DarkroomError.weight(path: files.first?.path ?? label, key: key, reason: why)
         }
         // Accept singleton dimensions that PyTorch layouts differ in (1x1 conv vs linear).
         if e.shape != shape {
@@ -92,6 +117,25 @@ public final class Weights: @unchecked Sendable {
         lock.lock(); used.insert(key); lock.unlock()
         let t = try files[i].tensor(key)
         return shape == t.shape ? t : t.reshaped(shape)
+    }
+
+    /// `tensor(_:shape:)` for a key served by a view: the same shape rule, the view's name in messages.
+    private func viewTensor(_ key: String, _ v: WeightView, shape: [Int]) throws -> Tensor {
+        let file = files[0]
+        guard let e = v.entry(in: file), let raw = file.rawBytes(v.key) else {
+            throw DarkroomError.weight(path: file.path, key: v.key, reason: "missing (needed for '\(key)')")
+        }
+        if e.shape != shape {
+            guard e.count == shape.reduce(1, *), e.shape.filter({ $0 != 1 }) == shape.filter({ $0 != 1 }) else {
+                throw DarkroomError.weight(path: file.path, key: v.key, reason: "\(v.describe) has shape \(e.shape), but '\(key)' needs \(shape)")
+            }
+        }
+        lock.lock(); used.insert(key); lock.unlock()
+        let t = Tensor(shape: shape)
+        let size = e.dtype.byteSize
+        convertToFloat(UnsafeRawBufferPointer(rebasing: raw[(v.offset * size)..<((v.offset + e.count) * size)]),
+                       dtype: e.dtype, count: e.count, into: t.data)
+        return t
     }
 
     /// Marks keys as intentionally ignored (e.g. the VAE encoder when only decoding).
@@ -129,4 +173,30 @@ public struct WeightScope: Sendable {
 
     /// The first of several spellings that exists (e.g. `to_q` or legacy `query`).
     public func firstPresent(_ names: [String]) -> String? { names.first { has($0 + ".weight") } }
+}
+
+/// A tensor as a module sees it, cut from a stored tensor: `shape.product` consecutive elements
+/// of the file's tensor `key`, starting at element `offset`. Renames (offset 0, the stored
+/// shape), row slices of fused weights (OpenCLIP's q/k/v `in_proj_weight`) and reshapes (LDM
+/// 1x1-conv attention weights read as Linear) are all views; the bytes stay in the mapping.
+public struct WeightView: Sendable, Equatable {
+    public var key: String
+    public var shape: [Int]
+    public var offset: Int
+
+    public init(key: String, shape: [Int], offset: Int = 0) {
+        self.key = key
+        self.shape = shape
+        self.offset = offset
+    }
+
+    /// The view as an entry of `file` (byte range narrowed to the view), nil if `key` is absent.
+    func entry(in file: SafetensorsFile) -> SafetensorsFile.Entry? {
+        guard let e = file.entries[key] else { return nil }
+        let size = e.dtype.byteSize
+        let begin = e.begin + offset * size
+        return SafetensorsFile.Entry(dtype: e.dtype, shape: shape, begin: begin, end: begin + shape.reduce(1, *) * size)
+    }
+
+    var describe: String { offset == 0 ? "'\(key)'" : "'\(key)' from element \(offset)" }
 }

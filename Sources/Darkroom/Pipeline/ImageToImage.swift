@@ -1,0 +1,249 @@
+import Foundation
+
+/// What an image-to-image run will do, resolved from a request before any model work.
+public struct ImageToImagePlan: Sendable, Equatable {
+    /// Output (and encoder input) size in pixels.
+    public var width: Int
+    public var height: Int
+    /// Whether the init image is resized (Pillow-exact Lanczos) to width x height first.
+    public var resizesImage: Bool
+    /// diffusers' `init_timestep = min(int(steps · strength), steps)`: the steps actually run.
+    public var stepsRun: Int
+    /// diffusers' `t_start = steps − init_timestep`: index of the first step run in the schedule.
+    public var startStep: Int
+}
+
+/// Samplers whose schedule can start part-way, as diffusers' img2img does with
+/// `scheduler.set_begin_index(t_start)` followed by `scheduler.add_noise(...)` at that step.
+protocol PartialDenoising {
+    /// diffusers' `add_noise(original, noise, timesteps[stepIndex])` once the begin index is set.
+    func addNoise(original: Tensor, noise: Tensor, stepIndex: Int) -> Tensor
+}
+
+extension DDIMScheduler: PartialDenoising {
+    /// √ᾱ_t · x + √(1 − ᾱ_t) · ε at the step's integer timestep.
+    func addNoise(original: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
+        addNoise(original: original, noise: noise, timestep: integerTimesteps[stepIndex])
+    }
+}
+
+extension EulerDiscreteScheduler: PartialDenoising {
+    /// x + ε · σ_i (the σ of the begin index, not of the timestep's training σ).
+    func addNoise(original: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
+        sigmaNoised(original, noise, sigmas[stepIndex])
+    }
+}
+
+extension EulerAncestralDiscreteScheduler: PartialDenoising {
+    func addNoise(original: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
+        sigmaNoised(original, noise, sigmas[stepIndex])
+    }
+}
+
+extension DPMSolverMultistepScheduler: PartialDenoising {
+    /// α_t · x + σ_t · ε with α_t = 1 / √(σ² + 1), σ_t = σ · α_t (float32, as diffusers).
+    func addNoise(original: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
+        let sigma = sigmas[stepIndex]
+        let alpha = 1 / torchSqrt(sigma * sigma + 1)
+        let sigmaT = sigma * alpha
+        precondition(original.shape == noise.shape, "original \(original.shape) vs noise \(noise.shape)")
+        let out = Tensor(shape: original.shape)
+        for i in 0..<out.count {
+            let a = alpha * original.data[i], b = sigmaT * noise.data[i]
+            out.data[i] = a + b
+        }
+        return out
+    }
+}
+
+/// `original + noise * sigma` with torch's two roundings.
+private func sigmaNoised(_ original: Tensor, _ noise: Tensor, _ sigma: Float) -> Tensor {
+    precondition(original.shape == noise.shape, "original \(original.shape) vs noise \(noise.shape)")
+    let out = Tensor(shape: original.shape)
+    for i in 0..<out.count {
+        let scaled = noise.data[i] * sigma
+        out.data[i] = original.data[i] + scaled
+    }
+    return out
+}
+
+/// Image-to-image as diffusers' `StableDiffusionImg2ImgPipeline` (0.42): the init image is encoded
+/// with the VAE encoder, a posterior sample (the seeded generator's first draw) is scaled, noised
+/// with the generator's second draw to the level of step `t_start`, and the usual denoising loop
+/// runs the remaining `int(steps · strength)` steps.
+///
+/// Sizes: by default the output has the init image's size rounded down to a multiple of the VAE
+/// factor (8), as diffusers; the request's width/height, when given, choose another size. When the
+/// image's size differs from the output size it is resized with Pillow's Lanczos filter, byte for
+/// byte as diffusers' `VaeImageProcessor` does (aspect ratio not kept: A1111's "just resize").
+///
+/// Samplers: DDIM, Euler, Euler a, DPM++ 2M (Karras). PLMS (diffusers' PNDM keeps a step counter
+/// that img2img's slicing does not reset consistently) and LCM (diffusers has a separate LCM
+/// img2img pipeline with its own strength schedule) are rejected.
+extension StableDiffusionPipeline {
+    /// Loads the VAE encoder from the model's `vae/` folder. `StableDiffusionModel` does not own
+    /// one (text-to-image never needs it); pass the result to `generate(_:initImage:strength:encoder:progress:)`
+    /// to encode several images without reloading.
+    public func loadVAEEncoder() throws -> VAEEncoder {
+        let folder = model.folder.appendingPathComponent("vae")
+        let weights = try Weights.load(componentFolder: folder, stem: "diffusion_pytorch_model")
+        return try VAEEncoder(config: model.vaeConfig, weights: weights)
+    }
+
+    /// Checks an image-to-image request and resolves its sizes and schedule.
+    public func plan(_ r: GenerationRequest, initImage: RGBImage, strength: Float) throws -> ImageToImagePlan {
+        guard strength.isFinite, strength > 0, strength <= 1 else {
+            throw DarkroomError.invalidArgument("strength \(strength) must be greater than 0 and at most 1")
+        }
+        guard initImage.width > 0, initImage.height > 0 else {
+            throw DarkroomError.invalidArgument("the init image is empty (\(initImage.width)x\(initImage.height))")
+        }
+        guard initImage.width <= 8192, initImage.height <= 8192 else {
+            throw DarkroomError.invalidArgument("the init image is \(initImage.width)x\(initImage.height); at most 8192 pixels a side are accepted")
+        }
+        let f = model.vaeScaleFactor
+        var sized = r
+        // diffusers: the image's size rounded down to a multiple of the VAE factor.
+        sized.width = r.width ?? initImage.width - initImage.width % f
+        sized.height = r.height ?? initImage.height - initImage.height % f
+        if (r.width == nil && sized.width! < f) || (r.height == nil && sized.height! < f) {
+            throw DarkroomError.invalidArgument(
+                "the init image is \(initImage.width)x\(initImage.height); img2img needs at least \(f)x\(f) pixels (or an explicit width and height)")
+        }
+        let (width, height) = try validate(sized)
+        guard SamplerKind.imageToImageKinds.contains(r.sampler) else {
+            throw DarkroomError.invalidArgument(
+                "sampler \(r.sampler.rawValue) does not support img2img; use one of "
+                    + SamplerKind.imageToImageKinds.map(\.rawValue).joined(separator: ", "))
+        }
+        // diffusers computes int(steps * strength) in Python floats; the Float's shortest decimal
+        // text is what a user typed, so 10 × 0.7 gives 7 there and here (Float 0.7 · 10 < 7).
+        let s = Double(strength.description) ?? Double(strength)
+        let initSteps = min(Int(Double(r.steps) * s), r.steps)
+        guard initSteps >= 1 else {
+            throw DarkroomError.invalidArgument(
+                "strength \(strength) with \(r.steps) steps runs no denoising step (int(steps × strength) = 0); raise the strength or the steps")
+        }
+        return ImageToImagePlan(width: width, height: height,
+                                resizesImage: width != initImage.width || height != initImage.height,
+                                stepsRun: initSteps, startStep: r.steps - initSteps)
+    }
+
+    /// diffusers' `VaeImageProcessor.preprocess` for one RGB image: resize when needed (Pillow
+    /// Lanczos), bytes / 255 in float32, then 2x − 1. Returns [1, 3, height, width] in [-1, 1].
+    public static func preprocess(_ image: RGBImage, width: Int, height: Int) -> Tensor {
+        let img = image.width == width && image.height == height ? image : image.resizedLanczos(width: width, height: height)
+        let plane = width * height
+        let t = Tensor(shape: [1, 3, height, width])
+        img.pixels.withUnsafeBufferPointer { px in
+            for i in 0..<plane {
+                for c in 0..<3 {
+                    let unit = Float(px[i * 3 + c]) / 255
+                    t.data[c * plane + i] = 2 * unit - 1
+                }
+            }
+        }
+        return t
+    }
+
+    /// The starting latents of an image-to-image run: the encoded image (first draw from the
+    /// seed's generator) noised to step `plan.startStep` (second draw). Returns the sampler, set
+    /// up for the whole schedule, and the generator for the steps' own noise.
+    public func imageToImageStart(_ r: GenerationRequest, image: Tensor, plan p: ImageToImagePlan, encoder: VAEEncoder)
+        throws -> (latents: Tensor, sampler: any Sampler, generator: TorchGenerator) {
+        let sampler = try r.sampler.make(config: model.schedulerConfig, steps: r.steps, eta: r.eta)
+        guard let noising = sampler as? any PartialDenoising else {
+            throw DarkroomError.invalidArgument("sampler \(r.sampler.rawValue) does not support img2img")
+        }
+        guard p.startStep < sampler.timesteps.count else {
+            throw DarkroomError.invalidArgument("the schedule has \(sampler.timesteps.count) steps; img2img would start at step \(p.startStep)")
+        }
+        var generator = TorchGenerator(seed: r.seed)
+        let imageLatents = encoder.latents(for: image, generator: &generator)
+        let noise = generator.randn(shape: imageLatents.shape)
+        let latents = noising.addNoise(original: imageLatents, noise: noise, stepIndex: p.startStep)
+        return (latents, sampler, generator)
+    }
+
+    /// The denoising loop from step `startStep` of `sampler`'s schedule (diffusers' img2img loop
+    /// after `set_begin_index`). `progress` counts the steps run (0 ... steps − startStep) and may
+    /// return false to cancel; `onStep` gets the absolute step index and the new latents.
+    public func denoise(latents start: Tensor, embeddings: Tensor, request r: GenerationRequest, sampler s: any Sampler,
+                        startStep: Int, generator: inout TorchGenerator,
+                        progress: ((GenerationProgress) -> Bool)? = nil,
+                        onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
+        var sampler = s
+        let guidance = usesGuidance(r.guidanceScale)
+        // Guidance-distilled UNets (time_cond_proj_dim) take w − 1 as an embedding instead of CFG.
+        let condition = model.unet.config.timeCondProjDim.map {
+            LCMScheduler.guidanceScaleEmbedding(r.guidanceScale - 1, dimension: $0)
+        }
+        let began = Date()
+        let steps = sampler.timesteps
+        let total = steps.count - startStep
+        var latents = start
+        for i in startStep..<steps.count {
+            if let progress, !progress(GenerationProgress(phase: .denoising, step: i - startStep, totalSteps: total,
+                                                          elapsed: Date().timeIntervalSince(began))) {
+                throw DarkroomError.cancelled
+            }
+            let scaled = sampler.scaleModelInput(latents, stepIndex: i)
+            let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
+            let out = model.unet(input, timestep: steps[i], context: embeddings, condition: condition)
+            let noise: Tensor
+            if guidance {
+                let half = out.count / 2
+                noise = Tensor(shape: latents.shape)
+                let g = r.guidanceScale
+                for j in 0..<half {
+                    let u = out.data[j], c = out.data[half + j]
+                    noise.data[j] = u + g * (c - u)
+                }
+            } else {
+                noise = out
+            }
+            latents = sampler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
+            onStep?(i, latents)
+        }
+        _ = progress?(GenerationProgress(phase: .decoding, step: total, totalSteps: total, elapsed: Date().timeIntervalSince(began)))
+        return latents
+    }
+
+    /// Image to image, loading the VAE encoder from the model folder for this call.
+    public func generate(_ r: GenerationRequest, initImage: RGBImage, strength: Float,
+                         progress: ((GenerationProgress) -> Bool)? = nil) throws -> GeneratedImage {
+        // Validate before loading anything.
+        _ = try plan(r, initImage: initImage, strength: strength)
+        return try generate(r, initImage: initImage, strength: strength, encoder: loadVAEEncoder(), progress: progress)
+    }
+
+    /// Image to image with an already loaded VAE encoder. `strength` in (0, 1]: 1 ignores the
+    /// image's content (pure noise at the first step), small values keep it.
+    public func generate(_ r: GenerationRequest, initImage: RGBImage, strength: Float, encoder: VAEEncoder,
+                         progress: ((GenerationProgress) -> Bool)? = nil) throws -> GeneratedImage {
+        let began = Date()
+        let p = try plan(r, initImage: initImage, strength: strength)
+        if let progress, !progress(GenerationProgress(phase: .encoding, step: 0, totalSteps: p.stepsRun, elapsed: 0)) {
+            throw DarkroomError.cancelled
+        }
+        let embeddings = try encode(prompt: r.prompt, negativePrompt: r.negativePrompt, guidance: usesGuidance(r.guidanceScale))
+        let image = Self.preprocess(initImage, width: p.width, height: p.height)
+        var (latents, sampler, generator) = try imageToImageStart(r, image: image, plan: p, encoder: encoder)
+        latents = try denoise(latents: latents, embeddings: embeddings, request: r, sampler: sampler, startStep: p.startStep,
+                              generator: &generator, progress: progress)
+        let decoded = decode(latents)
+        var extra: [GenerationParameters.Field] = [.init("Denoising strength", strength.description)]
+        if r.eta != 0 { extra.append(.init("Eta", formatNumber(r.eta))) }
+        let params = GenerationParameters(
+            prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: r.sampler.a1111Name,
+            cfgScale: Double(r.guidanceScale), seed: r.seed, width: p.width, height: p.height, model: model.name,
+            extra: extra)
+        return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded), parameters: params,
+                              seconds: Date().timeIntervalSince(began))
+    }
+}
+
+extension SamplerKind {
+    /// The samplers image-to-image supports (those with a partial-schedule start).
+    public static let imageToImageKinds: [SamplerKind] = [.ddim, .euler, .eulerA, .dpmpp2m, .dpmpp2mKarras]
+}
