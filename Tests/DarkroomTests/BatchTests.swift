@@ -54,6 +54,29 @@ final class BatchTests: XCTestCase {
         XCTAssertNotEqual(a, try ModelFingerprint.compute(folder: model))
     }
 
+    func testSingleFileCheckpoints() throws {
+        let file = TestPaths.fixtures.appendingPathComponent("singlefile/tiny-sd1.safetensors")
+        let options = CheckpointOptions(configFolder: TestPaths.model("tiny-sd1"))
+        let summary = try ModelSummary(checkpoint: file, options: options)
+        let folder = try ModelSummary(folder: TestPaths.model("tiny-sd1"))
+        let st = try SafetensorsFile(url: file)
+        XCTAssertEqual(summary.components.map(\.name), ["tokenizer", "text_encoder", "unet", "vae", "scheduler"])
+        XCTAssertEqual(summary.components.first { $0.name == "unet" }?.parameters, folder.components.first { $0.name == "unet" }?.parameters,
+                       "the converted UNet has the folder's parameters")
+        let networks = st.entries.filter { k, _ in ["cond_stage_model.", "model.diffusion_model.", "first_stage_model."].contains { k.hasPrefix($0) } }
+        XCTAssertEqual(summary.totalParameters, networks.values.reduce(0) { $0 + $1.count })
+        XCTAssertEqual(summary.defaultSize, folder.defaultSize)
+
+        // A batch with the checkpoint records the file's fingerprint.
+        let hash = try ModelFingerprint.compute(folder: file)
+        XCTAssertNotEqual(hash, try ModelFingerprint.compute(folder: TestPaths.model("tiny-sd1")))
+        let pipeline = StableDiffusionPipeline(model: try StableDiffusionModel(checkpoint: file, options: options))
+        let out = tmp.appendingPathComponent("out")
+        let s = try BatchRunner(pipeline: pipeline, options: BatchOptions(output: out)).run(jobs(1))
+        XCTAssertEqual(s.made, 1)
+        XCTAssertEqual(try Manifest.read(out.appendingPathComponent("manifest.jsonl")).records.first?.modelHash, hash)
+    }
+
     // MARK: - Prompt files
 
     func testPlainTextPromptFile() {

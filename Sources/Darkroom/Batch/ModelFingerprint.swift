@@ -26,11 +26,18 @@ public enum ModelFingerprint {
     static let sampleBytes = 4 << 10
     static let fullLimit = 64 << 10
 
-    /// The fingerprint as "sha256s:<64 hex digits>". Throws `DarkroomError.io` if a file cannot be read.
+    /// The fingerprint as "sha256s:<64 hex digits>" of a model folder, or of a single-file
+    /// checkpoint (hashed like one weight file). Throws `DarkroomError.io` if a file cannot be read.
     public static func compute(folder: URL) throws -> String {
         var files: [String] = ["model_index.json"]
         let fm = FileManager.default
-        for c in components {
+        var isDir: ObjCBool = false
+        var root = folder
+        if fm.fileExists(atPath: folder.path, isDirectory: &isDir), !isDir.boolValue {
+            files = [folder.lastPathComponent]
+            root = folder.deletingLastPathComponent()
+        }
+        for c in components where isDir.boolValue {
             let names = (try? fm.contentsOfDirectory(atPath: folder.appendingPathComponent(c).path)) ?? []
             for n in names where !n.hasPrefix(".") && (n.hasSuffix(".json") || n.hasSuffix(".txt") || n.hasSuffix(".safetensors")) {
                 files.append("\(c)/\(n)")
@@ -38,7 +45,7 @@ public enum ModelFingerprint {
         }
         var hasher = SHA256()
         for rel in files.sorted() {
-            let path = folder.appendingPathComponent(rel).path
+            let path = root.appendingPathComponent(rel).path
             let fd = open(path, O_RDONLY)
             guard fd >= 0 else { throw DarkroomError.io(path: path, reason: "cannot read: \(String(cString: strerror(errno)))") }
             defer { close(fd) }

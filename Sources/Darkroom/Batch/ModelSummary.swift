@@ -28,12 +28,17 @@ public struct ModelSummary: Sendable {
     /// The scheduler config's values, in display order.
     public var scheduler: [(String, String)]
 
+    /// Reads a diffusers folder (configs and headers only), or a single-file checkpoint (loaded,
+    /// since its architecture is inferred from the tensors).
     public init(folder: URL) throws {
-        self.folder = folder
-        name = folder.standardizedFileURL.lastPathComponent
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDir) else { throw DarkroomError.fileNotFound(path: folder.path) }
-        guard isDir.boolValue else { throw DarkroomError.invalidFile(path: folder.path, reason: "not a model folder (expected a diffusers folder with model_index.json)") }
+        if isDir.boolValue { try self.init(diffusersFolder: folder) } else { try self.init(checkpoint: folder) }
+    }
+
+    init(diffusersFolder folder: URL) throws {
+        self.folder = folder
+        name = folder.standardizedFileURL.lastPathComponent
         let index = try ConfigFile.load(folder.appendingPathComponent("model_index.json"))
         pipelineClass = try index.string("_class_name", default: "StableDiffusionPipeline")
         func className(_ key: String, _ fallback: String) -> String {
@@ -55,56 +60,123 @@ public struct ModelSummary: Sendable {
             }
             return (total, dtypes, bytes, w.files.map { URL(fileURLWithPath: $0.path).lastPathComponent }, counted)
         }
-        func list(_ xs: [Int]) -> String { xs.map(String.init).joined(separator: ", ") }
 
         var comps: [Component] = []
         let tokenizer = try CLIPTokenizer(directory: sub("tokenizer"))
         let tokFiles = ((try? FileManager.default.contentsOfDirectory(atPath: sub("tokenizer").path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
         comps.append(Component(name: "tokenizer", className: className("tokenizer", "CLIPTokenizer"), parameters: 0, dtypes: [:], bytes: 0,
-                               files: tokFiles,
-                               details: [("max length", "\(tokenizer.maxLength) tokens"),
-                                         ("special tokens", "bos \(tokenizer.bosTokenID), eos \(tokenizer.eosTokenID), pad \(tokenizer.padTokenID)")]))
+                               files: tokFiles, details: Self.tokenizerDetails(tokenizer)))
 
         let teFile = try ConfigFile.load(sub("text_encoder/config.json"))
         let te = try CLIPTextConfig(teFile)
         let act = (try? teFile.string("hidden_act", default: "quick_gelu")) ?? "\(te.hiddenAct)"
         let (teN, teD, teB, teF, _) = try weights("text_encoder", stem: "model")
-        comps.append(Component(name: "text_encoder", className: className("text_encoder", "CLIPTextModel"), parameters: teN, dtypes: teD, bytes: teB, files: teF,
-                               details: [("layers", "\(te.numHiddenLayers)"), ("width", "\(te.hiddenSize)"), ("heads", "\(te.numAttentionHeads)"),
-                                         ("MLP width", "\(te.intermediateSize)"), ("activation", act),
-                                         ("positions", "\(te.maxPositionEmbeddings)"), ("vocabulary", "\(te.vocabSize)")]))
+        comps.append(Component(name: "text_encoder", className: className("text_encoder", "CLIPTextModel"), parameters: teN, dtypes: teD, bytes: teB,
+                               files: teF, details: Self.textDetails(te, activation: act)))
 
         let u = try UNetConfig.load(sub("unet/config.json"))
         let (uN, uD, uB, uF, _) = try weights("unet", stem: "diffusion_pytorch_model")
-        comps.append(Component(name: "unet", className: className("unet", "UNet2DConditionModel"), parameters: uN, dtypes: uD, bytes: uB, files: uF,
-                               details: [("channels", list(u.blockOutChannels)), ("down blocks", u.downBlockTypes.joined(separator: ", ")),
-                                         ("up blocks", u.upBlockTypes.joined(separator: ", ")), ("layers per block", list(u.layersPerBlock)),
-                                         ("attention heads", list(u.numAttentionHeads)), ("cross-attention width", list(u.crossAttentionDim)),
-                                         ("transformer layers", list(u.transformerLayersPerBlock)),
-                                         ("projection", u.useLinearProjection ? "linear" : "1x1 conv"),
-                                         ("latent channels", "\(u.inChannels) in, \(u.outChannels) out"),
-                                         ("sample size", u.sampleSize.map { "\($0) latent pixels" } ?? "not set")]))
+        comps.append(Component(name: "unet", className: className("unet", "UNet2DConditionModel"), parameters: uN, dtypes: uD, bytes: uB,
+                               files: uF, details: Self.unetDetails(u)))
 
         let v = try VAEConfig.load(sub("vae/config.json"))
         let (vN, vD, vB, vF, vDec) = try weights("vae", stem: "diffusion_pytorch_model") { $0.hasPrefix("decoder.") || $0.hasPrefix("post_quant_conv.") }
-        comps.append(Component(name: "vae", className: className("vae", "AutoencoderKL"), parameters: vN, dtypes: vD, bytes: vB, files: vF,
-                               details: [("decoder parameters", ModelSummary.count(vDec)), ("channels", list(v.blockOutChannels)),
-                                         ("layers per block", "\(v.layersPerBlock)"), ("latent channels", "\(v.latentChannels)"),
-                                         ("scale factor", "\(v.downscaleFactor)"), ("scaling factor", "\(v.scalingFactor)")]))
+        comps.append(Component(name: "vae", className: className("vae", "AutoencoderKL"), parameters: vN, dtypes: vD, bytes: vB,
+                               files: vF, details: Self.vaeDetails(v, decoderParameters: vDec)))
 
         let sched = try ConfigFile.load(sub("scheduler/scheduler_config.json"))
-        var s: [(String, String)] = []
+        var sd: [(String, String)] = []
         for key in ["_class_name", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type",
                     "timestep_spacing", "steps_offset", "set_alpha_to_one", "clip_sample", "rescale_betas_zero_snr"] {
             guard let value = sched.members[key] else { continue }
-            s.append((key == "_class_name" ? "class" : key, Self.text(value)))
+            sd.append((key == "_class_name" ? "class" : key, Self.text(value)))
         }
-        scheduler = s
-        comps.append(Component(name: "scheduler", className: className("scheduler", s.first?.1 ?? "?"), parameters: 0, dtypes: [:], bytes: 0,
-                               files: ["scheduler_config.json"], details: s))
+        scheduler = sd
+        comps.append(Component(name: "scheduler", className: className("scheduler", sd.first?.1 ?? "?"), parameters: 0, dtypes: [:], bytes: 0,
+                               files: ["scheduler_config.json"], details: sd))
         components = comps
         vaeScaleFactor = v.downscaleFactor
         defaultSize = (u.sampleSize ?? 64) * v.downscaleFactor
+    }
+
+    /// A single-file LDM checkpoint: components by key prefix, configs as inferred on loading
+    /// (or as `options` give them).
+    public init(checkpoint url: URL, options: CheckpointOptions = CheckpointOptions()) throws {
+        let model = try StableDiffusionModel(checkpoint: url, options: options)
+        let file = try SafetensorsFile(url: url)
+        folder = url
+        name = model.name
+        pipelineClass = "single-file checkpoint" + (model.checkpoint.map { " (\($0.family.rawValue))" } ?? "")
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+        func part(_ prefixes: [String], decoder: [String] = []) -> (Int, [String: Int], Int) {
+            var n = 0, dec = 0
+            var dtypes: [String: Int] = [:]
+            for (k, e) in file.entries where prefixes.contains(where: { k.hasPrefix($0) }) {
+                n += e.count
+                dtypes[e.dtype.rawValue, default: 0] += e.count
+                if decoder.contains(where: { k.hasPrefix($0) }) { dec += e.count }
+            }
+            return (n, dtypes, dec)
+        }
+        let total = file.entries.values.reduce(0) { $0 + $1.count * $1.dtype.byteSize }
+        func share(_ n: (Int, [String: Int], Int)) -> Int {
+            let b = n.1.reduce(0) { acc, kv in acc + kv.value * (SafetensorsDType(rawValue: kv.key)?.byteSize ?? 4) }
+            return total > 0 ? Int(Double(bytes) * Double(b) / Double(total)) : 0
+        }
+        let fileName = url.lastPathComponent
+        let te = part(["cond_stage_model."]), un = part(["model.diffusion_model."])
+        let va = part(["first_stage_model."], decoder: ["first_stage_model.decoder.", "first_stage_model.post_quant_conv."])
+        let sc = model.schedulerConfig
+        let sd: [(String, String)] = [
+            ("class", sc.className ?? "DDIMScheduler"), ("num_train_timesteps", "\(sc.numTrainTimesteps)"),
+            ("beta_schedule", sc.betaSchedule.rawValue), ("beta_start", "\(sc.betaStart)"), ("beta_end", "\(sc.betaEnd)"),
+            ("prediction_type", sc.predictionType.rawValue + (model.checkpoint?.predictionOverridden == true ? " (given)" : " (inferred)")),
+            ("timestep_spacing", sc.timestepSpacing.rawValue), ("steps_offset", "\(sc.stepsOffset)"),
+            ("set_alpha_to_one", "\(sc.setAlphaToOne)"), ("clip_sample", "\(sc.clipSample)"),
+        ]
+        scheduler = sd
+        components = [
+            Component(name: "tokenizer", className: "CLIPTokenizer", parameters: 0, dtypes: [:], bytes: 0, files: ["(shipped with Darkroom)"],
+                      details: Self.tokenizerDetails(model.tokenizer)),
+            Component(name: "text_encoder", className: "CLIPTextModel", parameters: te.0, dtypes: te.1, bytes: share(te), files: [fileName],
+                      details: Self.textDetails(model.textEncoder.config, activation: "\(model.textEncoder.config.hiddenAct)")),
+            Component(name: "unet", className: "UNet2DConditionModel", parameters: un.0, dtypes: un.1, bytes: share(un), files: [fileName],
+                      details: Self.unetDetails(model.unet.config)),
+            Component(name: "vae", className: "AutoencoderKL", parameters: va.0, dtypes: va.1, bytes: share(va), files: [fileName],
+                      details: Self.vaeDetails(model.vaeConfig, decoderParameters: va.2)),
+            Component(name: "scheduler", className: sc.className ?? "DDIMScheduler", parameters: 0, dtypes: [:], bytes: 0,
+                      files: ["(inferred)"], details: sd),
+        ]
+        vaeScaleFactor = model.vaeScaleFactor
+        defaultSize = model.defaultSize
+    }
+
+    static func list(_ xs: [Int]) -> String { xs.map(String.init).joined(separator: ", ") }
+
+    static func tokenizerDetails(_ t: CLIPTokenizer) -> [(String, String)] {
+        [("max length", "\(t.maxLength) tokens"), ("special tokens", "bos \(t.bosTokenID), eos \(t.eosTokenID), pad \(t.padTokenID)")]
+    }
+
+    static func textDetails(_ te: CLIPTextConfig, activation: String) -> [(String, String)] {
+        [("layers", "\(te.numHiddenLayers)"), ("width", "\(te.hiddenSize)"), ("heads", "\(te.numAttentionHeads)"),
+         ("MLP width", "\(te.intermediateSize)"), ("activation", activation),
+         ("positions", "\(te.maxPositionEmbeddings)"), ("vocabulary", "\(te.vocabSize)")]
+    }
+
+    static func unetDetails(_ u: UNetConfig) -> [(String, String)] {
+        [("channels", list(u.blockOutChannels)), ("down blocks", u.downBlockTypes.joined(separator: ", ")),
+         ("up blocks", u.upBlockTypes.joined(separator: ", ")), ("layers per block", list(u.layersPerBlock)),
+         ("attention heads", list(u.numAttentionHeads)), ("cross-attention width", list(u.crossAttentionDim)),
+         ("transformer layers", list(u.transformerLayersPerBlock)),
+         ("projection", u.useLinearProjection ? "linear" : "1x1 conv"),
+         ("latent channels", "\(u.inChannels) in, \(u.outChannels) out"),
+         ("sample size", u.sampleSize.map { "\($0) latent pixels" } ?? "not set")]
+    }
+
+    static func vaeDetails(_ v: VAEConfig, decoderParameters: Int) -> [(String, String)] {
+        [("decoder parameters", ModelSummary.count(decoderParameters)), ("channels", list(v.blockOutChannels)),
+         ("layers per block", "\(v.layersPerBlock)"), ("latent channels", "\(v.latentChannels)"),
+         ("scale factor", "\(v.downscaleFactor)"), ("scaling factor", "\(v.scalingFactor)")]
     }
 
     /// Parameters of the networks (text encoder, UNet, VAE).

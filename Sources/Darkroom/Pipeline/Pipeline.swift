@@ -143,6 +143,11 @@ public struct StableDiffusionPipeline: Sendable {
             throw DarkroomError.invalidArgument("images in one batch must share their timesteps")
         }
         let guidance = usesGuidance(requests[0].guidanceScale)
+        // Guidance-distilled UNets (time_cond_proj_dim, LCM) take each image's w − 1 as an
+        // embedding instead of classifier-free guidance.
+        let condition = model.unet.config.timeCondProjDim.map { d in
+            Tensor.concat(requests.map { LCMScheduler.guidanceScaleEmbedding($0.guidanceScale - 1, dimension: d) })
+        }
         let began = Date()
         var latents = starts.enumerated().map { j, start -> Tensor in
             let sigma = samplers[j].initNoiseSigma
@@ -158,7 +163,7 @@ public struct StableDiffusionPipeline: Sendable {
             let scaled = b == 1 ? samplers[0].scaleModelInput(latents[0], stepIndex: i)
                 : Tensor.concat((0..<b).map { samplers[$0].scaleModelInput(latents[$0], stepIndex: i) })
             let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
-            let out = model.unet(input, timestep: t, context: embeddings)
+            let out = model.unet(input, timestep: t, context: embeddings, condition: condition)
             let per = out.count / (guidance ? 2 * b : b)
             for j in 0..<b {
                 let noise = Tensor(shape: latents[j].shape)
