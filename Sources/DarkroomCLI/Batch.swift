@@ -8,7 +8,7 @@ struct Batch: ParsableCommand {
         discussion: """
         The prompts file is plain text (one prompt per line) or JSON Lines, one object per line \
         with any of the keys \(PromptFile.keys.joined(separator: ", ")), e.g.
-          {"prompt": "a red heart", "negative_prompt": "blurry", "seed": 42, "count": 4}
+          {"prompt": "a red heart", "negative_prompt": "blurry", "seed": 42}
         Blank lines and lines starting with '#' are skipped. The options below are the defaults \
         that the lines override. A line without a seed uses --seed, or else its first job index \
         (so seeds are fixed and a rerun makes the same images). Image i of a line uses seed + i.
@@ -31,7 +31,7 @@ struct Batch: ParsableCommand {
         Examples:
           darkroom batch --prompts prompts.txt --output out/ --steps 30 --count 4
           darkroom batch --prompts prompts.jsonl --output /shared/run1 --shard 3/8
-          darkroom batch --prompts prompts.jsonl --output out/ --progress jsonl 2> events.jsonl
+          darkroom batch -p prompts.jsonl -o out/ --progress jsonl 2> events.jsonl
 
         \(Exit.help)
         """
@@ -47,7 +47,7 @@ struct Batch: ParsableCommand {
     var format: PromptFile.Format = .auto
 
     @Option(name: .customLong("name-pattern"), help: ArgumentHelp(
-        "File names: placeholders \((FileNamePattern.numberFields + FileNamePattern.textFields).map { "{\($0)}" }.joined(separator: " ")); {x:N} pads a number to N digits or cuts a text to N bytes; '/' makes subfolders. (default: \(FileNamePattern.defaultPattern))",
+        "File names: placeholders \((FileNamePattern.numberFields + FileNamePattern.textFields).map { "{\($0)}" }.joined(separator: " ")); {x:N} pads a number to N digits or cuts a text to N bytes; '/' makes subfolders.",
         valueName: "pattern"))
     var namePattern: String = FileNamePattern.defaultPattern
 
