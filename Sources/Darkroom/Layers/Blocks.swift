@@ -35,9 +35,9 @@ public struct ResnetBlock2D: Sendable {
                 }
             }
         }
-        h = conv2(norm2(h, silu: true))
+        // input + conv2(h), the add fused into the convolution's store.
         let skip = convShortcut.map { $0(x) } ?? x
-        h.addInPlace(skip)
+        h = conv2(norm2(h, silu: true), residual: skip)
         if outputScaleFactor != 1 {
             let inv = 1 / outputScaleFactor
             for i in 0..<h.count { h.data[i] *= inv }

@@ -1,8 +1,10 @@
 import Foundation
 
-/// torch.nn.Linear: y = x · Wᵀ + b over the last dimension. Weight kept in PyTorch layout [out, in].
+/// torch.nn.Linear: y = x · Wᵀ + b over the last dimension. The weight ([out, in] in the file) is
+/// packed once at load into the GEMM's panel layout, kept as Float16 when the file stores Float16
+/// (widened inside the kernel), so memory stays at the file's size.
 public struct Linear: Sendable {
-    public let weight: Tensor
+    public let weight: PackedMatrix
     public let bias: Tensor?
     public let inFeatures: Int
     public let outFeatures: Int
@@ -10,7 +12,9 @@ public struct Linear: Sendable {
     public init(_ w: WeightScope, in inFeatures: Int, out outFeatures: Int, bias hasBias: Bool = true) throws {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        weight = try w.tensor("weight", [outFeatures, inFeatures])
+        let t = try w.tensor("weight", [outFeatures, inFeatures])
+        weight = PackedMatrix(b: t.data, ldb: inFeatures, transposed: true, k: inFeatures, n: outFeatures,
+                              storage: w.storage("weight"))
         bias = hasBias ? try w.tensor("bias", [outFeatures]) : nil
     }
 
@@ -21,16 +25,16 @@ public struct Linear: Sendable {
         var shape = x.shape
         shape[shape.count - 1] = outFeatures
         let y = Tensor(shape: shape)
-        sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures,
-              a: x.data, lda: inFeatures, b: weight.data, ldb: inFeatures, c: y.data, ldc: outFeatures)
-        if let bias { addRowBias(y.data, rows: rows, cols: outFeatures, bias: bias.data) }
+        sgemm(m: rows, n: outFeatures, k: inFeatures, a: x.data, lda: inFeatures, b: weight, c: y.data, ldc: outFeatures,
+              epilogue: bias.map { GemmEpilogue(columnBias: UnsafePointer($0.data)) })
         return y
     }
 }
 
-/// torch.nn.Conv2d (groups 1, dilation 1) over NCHW.
+/// torch.nn.Conv2d (groups 1, dilation 1) over NCHW. The weight is packed once at load (Float16
+/// when the file stores Float16).
 public struct Conv2d: Sendable {
-    public let weight: Tensor
+    public let weight: PackedMatrix
     public let bias: Tensor?
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int
     /// Zero padding (top, left, bottom, right); diffusers pads (0, 0, 1, 1) for unpadded downsampling.
@@ -47,20 +51,24 @@ public struct Conv2d: Sendable {
         self.kernel = kernel
         self.stride = stride
         self.pads = pads
-        weight = try w.tensor("weight", [outChannels, inChannels, kernel, kernel])
+        let t = try w.tensor("weight", [outChannels, inChannels, kernel, kernel])
+        weight = PackedMatrix(a: t.data, lda: inChannels * kernel * kernel, m: outChannels, k: inChannels * kernel * kernel,
+                              storage: w.storage("weight"))
         bias = hasBias ? try w.tensor("bias", [outChannels]) : nil
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// y = conv(x) (+ residual, added inside the kernel: diffusers' `input + conv2(h)`).
+    public func callAsFunction(_ x: Tensor, residual: Tensor? = nil) -> Tensor {
         precondition(x.shape.count == 4 && x.shape[1] == inChannels, "Conv2d expects [N, \(inChannels), H, W], got \(x.shape)")
         let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3])
         let oh = (h + pads.top + pads.bottom - kernel) / stride + 1
         let ow = (wd + pads.left + pads.right - kernel) / stride + 1
         let y = Tensor(shape: [n, outChannels, oh, ow])
+        if let residual { precondition(residual.count == y.count, "residual \(residual.shape) for output \(y.shape)") }
         conv2d(input: x.data, batch: n, inChannels: inChannels, height: h, width: wd,
-               weight: weight.data, bias: bias?.data, outChannels: outChannels,
-               kernelH: kernel, kernelW: kernel, strideH: stride, strideW: stride,
-               padTop: pads.top, padLeft: pads.left, padBottom: pads.bottom, padRight: pads.right, output: y.data)
+               weight: weight, bias: bias?.data, kernelH: kernel, kernelW: kernel, strideH: stride, strideW: stride,
+               padTop: pads.top, padLeft: pads.left, padBottom: pads.bottom, padRight: pads.right, output: y.data,
+               residual: residual?.data)
         return y
     }
 }

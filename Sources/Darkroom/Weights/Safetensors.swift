@@ -172,7 +172,19 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         let t = Tensor(shape: e.shape)
         convertToFloat(raw, dtype: e.dtype, count: e.count, into: t.data)
+        releasePages(raw)
         return t
+    }
+
+    /// Tells the kernel the mapped pages of `raw` are not needed any more: weights are read once
+    /// and repacked, so the file's pages need not stay resident beside the packed copy (this keeps
+    /// peak memory near the model's size instead of twice it). Reading again re-faults them.
+    public func releasePages(_ raw: UnsafeRawBufferPointer) {
+        guard let start = raw.baseAddress, raw.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: start) + page - 1) / page * page  // only whole pages inside the range
+        let hi = (Int(bitPattern: start) + raw.count) / page * page
+        if hi > lo { madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED) }
     }
 
     /// Integer tensor values (I64/I32/...), for token ids in fixtures.

@@ -133,8 +133,9 @@ public final class Weights: @unchecked Sendable {
         lock.lock(); used.insert(key); lock.unlock()
         let t = Tensor(shape: shape)
         let size = e.dtype.byteSize
-        convertToFloat(UnsafeRawBufferPointer(rebasing: raw[(v.offset * size)..<((v.offset + e.count) * size)]),
-                       dtype: e.dtype, count: e.count, into: t.data)
+        let slice = UnsafeRawBufferPointer(rebasing: raw[(v.offset * size)..<((v.offset + e.count) * size)])
+        convertToFloat(slice, dtype: e.dtype, count: e.count, into: t.data)
+        file.releasePages(slice)
         return t
     }
 
@@ -166,6 +167,12 @@ public struct WeightScope: Sendable {
     public func key(_ name: String) -> String { prefix.isEmpty ? name : prefix + "." + name }
 
     public func has(_ name: String) -> Bool { weights.has(key(name)) }
+
+    /// How a packed weight should be stored: Float16 when the file holds Float16 (no precision is
+    /// lost and memory halves), Float32 otherwise (BF16's range does not fit Float16).
+    public func storage(_ name: String) -> PackedMatrix.Storage {
+        weights.entry(key(name))?.dtype == .f16 ? .float16 : .float32
+    }
 
     public func tensor(_ name: String, _ shape: [Int]) throws -> Tensor {
         try weights.tensor(key(name), shape: shape)
