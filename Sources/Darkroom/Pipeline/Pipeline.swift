@@ -48,7 +48,8 @@ public struct GeneratedImage: Sendable {
     public let seconds: TimeInterval
 }
 
-/// Text-to-image with DDIM and classifier-free guidance, as diffusers' StableDiffusionPipeline.
+/// Text-to-image with a sampler (DDIM, ...) and classifier-free guidance, as diffusers' StableDiffusionPipeline.
+/// Several images can share the UNet evaluations (`generate(batch:)`).
 public struct StableDiffusionPipeline: Sendable {
     public let model: StableDiffusionModel
 
@@ -81,8 +82,15 @@ public struct StableDiffusionPipeline: Sendable {
 
     /// Text embeddings [2, tokens, hidden] for [negative, prompt], or [1, ...] without guidance.
     public func encode(prompt: String, negativePrompt: String, guidance: Bool) throws -> Tensor {
-        var ids = [model.tokenizer.encode(prompt)]
-        if guidance { ids.insert(model.tokenizer.encode(negativePrompt), at: 0) }
+        try encode(prompts: [prompt], negativePrompts: [negativePrompt], guidance: guidance)
+    }
+
+    /// Text embeddings for several images in diffusers' batch order: [negative × B, prompt × B]
+    /// ([2B, tokens, hidden]) with guidance, [prompt × B] without. One text-encoder pass.
+    public func encode(prompts: [String], negativePrompts: [String], guidance: Bool) throws -> Tensor {
+        precondition(prompts.count == negativePrompts.count, "one negative prompt per prompt")
+        var ids = prompts.map { model.tokenizer.encode($0) }
+        if guidance { ids = negativePrompts.map { model.tokenizer.encode($0) } + ids }
         return try model.textEncoder(ids)
     }
 
@@ -95,41 +103,80 @@ public struct StableDiffusionPipeline: Sendable {
         return (latents, g)
     }
 
-    /// Runs the DDIM loop from `latents`. `progress` is called before each step and may return
+    /// Runs the sampler loop from `latents`. `progress` is called before each step and may return
     /// false to cancel (throws `DarkroomError.cancelled`).
     public func denoise(latents start: Tensor, embeddings: Tensor, request r: GenerationRequest, generator: inout TorchGenerator,
                         progress: ((GenerationProgress) -> Bool)? = nil,
                         onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
-        var sampler = try r.sampler.make(config: model.schedulerConfig, steps: r.steps, eta: r.eta)
-        let guidance = usesGuidance(r.guidanceScale)
-        let began = Date()
-        var latents = start
-        if sampler.initNoiseSigma != 1 {
-            latents = start.copy()
-            for i in 0..<latents.count { latents.data[i] *= sampler.initNoiseSigma }
+        var generators = [generator]
+        defer { generator = generators[0] }
+        let out = try denoise(latents: [start], embeddings: embeddings, requests: [r], generators: &generators,
+                              progress: progress, onStep: onStep.map { f in { i, l in f(i, l[0]) } })
+        return out[0]
+    }
+
+    /// Whether two requests can share UNet evaluations: same size, step count, sampler and
+    /// guidance on/off (so the same timesteps and batch layout). Prompts, seeds, guidance scales
+    /// and η may differ.
+    public func canBatch(_ a: GenerationRequest, _ b: GenerationRequest) -> Bool {
+        (a.width ?? model.defaultSize) == (b.width ?? model.defaultSize)
+            && (a.height ?? model.defaultSize) == (b.height ?? model.defaultSize)
+            && a.steps == b.steps && a.sampler == b.sampler && usesGuidance(a.guidanceScale) == usesGuidance(b.guidanceScale)
+    }
+
+    /// The sampler loop for B images at once: the UNet sees [latents × B] (twice with guidance,
+    /// against `embeddings` in the order `encode(prompts:negativePrompts:guidance:)` returns).
+    /// Each image keeps its own sampler, guidance scale, η and generator, so every image is the
+    /// one a single run with its request gives (the batched UNet rows are computed independently).
+    /// `latents` are [1, C, h, w] each; `requests` must be pairwise `canBatch`.
+    public func denoise(latents starts: [Tensor], embeddings: Tensor, requests: [GenerationRequest], generators: inout [TorchGenerator],
+                        progress: ((GenerationProgress) -> Bool)? = nil,
+                        onStep: ((Int, [Tensor]) -> Void)? = nil) throws -> [Tensor] {
+        let b = requests.count
+        precondition(b > 0 && starts.count == b && generators.count == b, "one latent and one generator per request")
+        for r in requests.dropFirst() where !canBatch(requests[0], r) {
+            throw DarkroomError.invalidArgument("images in one batch need the same size, steps, sampler and guidance on/off")
         }
-        let steps = sampler.timesteps
+        var samplers = try requests.map { try $0.sampler.make(config: model.schedulerConfig, steps: $0.steps, eta: $0.eta) }
+        let steps = samplers[0].timesteps
+        guard samplers.allSatisfy({ $0.timesteps == steps }) else {
+            throw DarkroomError.invalidArgument("images in one batch must share their timesteps")
+        }
+        let guidance = usesGuidance(requests[0].guidanceScale)
+        // Guidance-distilled UNets (time_cond_proj_dim, LCM) take each image's w − 1 as an
+        // embedding instead of classifier-free guidance.
+        let condition = model.unet.config.timeCondProjDim.map { d in
+            Tensor.concat(requests.map { LCMScheduler.guidanceScaleEmbedding($0.guidanceScale - 1, dimension: d) })
+        }
+        let began = Date()
+        var latents = starts.enumerated().map { j, start -> Tensor in
+            let sigma = samplers[j].initNoiseSigma
+            guard sigma != 1 else { return start }
+            let l = start.copy()
+            for i in 0..<l.count { l.data[i] *= sigma }
+            return l
+        }
         for (i, t) in steps.enumerated() {
             if let progress, !progress(GenerationProgress(phase: .denoising, step: i, totalSteps: steps.count, elapsed: Date().timeIntervalSince(began))) {
                 throw DarkroomError.cancelled
             }
-            let scaled = sampler.scaleModelInput(latents, stepIndex: i)
+            let scaled = b == 1 ? samplers[0].scaleModelInput(latents[0], stepIndex: i)
+                : Tensor.concat((0..<b).map { samplers[$0].scaleModelInput(latents[$0], stepIndex: i) })
             let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
-            let out = model.unet(input, timestep: t, context: embeddings)
-            let noise: Tensor
-            if guidance {
-                // uncond + s · (text − uncond), over the two halves of the batch.
-                let half = out.count / 2
-                noise = Tensor(shape: latents.shape)
-                let s = r.guidanceScale
-                for j in 0..<half {
-                    let u = out.data[j], c = out.data[half + j]
-                    noise.data[j] = u + s * (c - u)
+            let out = model.unet(input, timestep: t, context: embeddings, condition: condition)
+            let per = out.count / (guidance ? 2 * b : b)
+            for j in 0..<b {
+                let noise = Tensor(shape: latents[j].shape)
+                if guidance {
+                    // uncond + s · (text − uncond); rows [0, B) are unconditional, [B, 2B) text.
+                    let u = out.data + j * per, c = out.data + (b + j) * per
+                    let s = requests[j].guidanceScale
+                    for k in 0..<per { noise.data[k] = u[k] + s * (c[k] - u[k]) }
+                } else {
+                    noise.data.update(from: out.data + j * per, count: per)
                 }
-            } else {
-                noise = out
+                latents[j] = samplers[j].step(modelOutput: noise, stepIndex: i, sample: latents[j], generator: &generators[j])
             }
-            latents = sampler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
             onStep?(i, latents)
         }
         _ = progress?(GenerationProgress(phase: .decoding, step: steps.count, totalSteps: steps.count, elapsed: Date().timeIntervalSince(began)))
@@ -151,23 +198,53 @@ public struct StableDiffusionPipeline: Sendable {
         return x
     }
 
+    /// The metadata a generated image carries (A1111 layout; η only when non-zero).
+    public func parameters(for r: GenerationRequest) -> GenerationParameters {
+        GenerationParameters(
+            prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: r.sampler.a1111Name,
+            cfgScale: Double(r.guidanceScale), seed: r.seed, width: r.width ?? model.defaultSize,
+            height: r.height ?? model.defaultSize, model: model.name,
+            extra: r.eta != 0 ? [.init("Eta", formatNumber(r.eta))] : [])
+    }
+
     /// Prompt to image.
     public func generate(_ r: GenerationRequest, progress: ((GenerationProgress) -> Bool)? = nil) throws -> GeneratedImage {
+        try generate(batch: [r], progress: progress)[0]
+    }
+
+    /// Several images with one UNet evaluation per step for all of them (see
+    /// `denoise(latents:embeddings:requests:generators:)`): each image equals what
+    /// `generate(_:)` makes from its request alone. The requests must be pairwise `canBatch`;
+    /// `seconds` of each result is the batch's time divided by its size.
+    public func generate(batch requests: [GenerationRequest], progress: ((GenerationProgress) -> Bool)? = nil) throws -> [GeneratedImage] {
+        precondition(!requests.isEmpty, "generate(batch:) needs at least one request")
         let began = Date()
-        let (width, height) = try validate(r)
-        if let progress, !progress(GenerationProgress(phase: .encoding, step: 0, totalSteps: r.steps, elapsed: 0)) {
+        var sizes: [(width: Int, height: Int)] = []
+        for r in requests { sizes.append(try validate(r)) }
+        for r in requests.dropFirst() where !canBatch(requests[0], r) {
+            throw DarkroomError.invalidArgument("images in one batch need the same size, steps, sampler and guidance on/off")
+        }
+        let steps = requests[0].steps
+        if let progress, !progress(GenerationProgress(phase: .encoding, step: 0, totalSteps: steps, elapsed: 0)) {
             throw DarkroomError.cancelled
         }
-        let embeddings = try encode(prompt: r.prompt, negativePrompt: r.negativePrompt, guidance: usesGuidance(r.guidanceScale))
-        var (latents, generator) = initialLatents(seed: r.seed, width: width, height: height)
-        latents = try denoise(latents: latents, embeddings: embeddings, request: r, generator: &generator, progress: progress)
-        let decoded = decode(latents)
-        let params = GenerationParameters(
-            prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: r.sampler.a1111Name,
-            cfgScale: Double(r.guidanceScale), seed: r.seed, width: width, height: height, model: model.name,
-            extra: r.eta != 0 ? [.init("Eta", formatNumber(r.eta))] : [])
-        return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded), parameters: params,
-                              seconds: Date().timeIntervalSince(began))
+        let guidance = usesGuidance(requests[0].guidanceScale)
+        let embeddings = try encode(prompts: requests.map(\.prompt), negativePrompts: requests.map(\.negativePrompt), guidance: guidance)
+        var latents: [Tensor] = []
+        var generators: [TorchGenerator] = []
+        for (r, size) in zip(requests, sizes) {
+            let (l, g) = initialLatents(seed: r.seed, width: size.width, height: size.height)
+            latents.append(l)
+            generators.append(g)
+        }
+        latents = try denoise(latents: latents, embeddings: embeddings, requests: requests, generators: &generators, progress: progress)
+        // The VAE decodes one image at a time: batching it saves little and multiplies its
+        // (large) activation memory.
+        let decoded = latents.map { decode($0) }
+        let seconds = Date().timeIntervalSince(began) / Double(requests.count)
+        return zip(requests, decoded).map { r, d in
+            GeneratedImage(pixels: Self.unitPixels(d), image: RGBImage(decoded: d), parameters: parameters(for: r), seconds: seconds)
+        }
     }
 }
 
