@@ -11,7 +11,8 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIP_VOCAB = os.path.join(REPO, "Models", "clip-tokenizer")
-WORK = "/work/darkroom-train"
+# Training state (checkpoints, logs, latents, tokenizer copy); outside the repo.
+WORK = os.environ.get("DARKROOM_TRAIN_DIR", "/work/darkroom-train")
 
 # Tokens per prompt. Captions are at most ~30 CLIP tokens with keywords; 32 positions instead of
 # 77 cut the text encoder's and the cross-attention's cost by 2.4x. The tokenizer's
@@ -35,6 +36,9 @@ VAE_CONFIG = dict(
 
 # UNet candidates timed by `train.py pilot`; `unet` trains the one named by --unet.
 UNET_CONFIGS = {
+    "xs": dict(block_out_channels=[64, 128, 128], layers_per_block=1, attention_head_dim=[2, 4, 4],
+               down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+               up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]),
     "s": dict(block_out_channels=[64, 128, 192], layers_per_block=1, attention_head_dim=[2, 4, 6],
               down_block_types=["CrossAttnDownBlock2D"] * 3, up_block_types=["CrossAttnUpBlock2D"] * 3),
     "m": dict(block_out_channels=[96, 192, 288], layers_per_block=1, attention_head_dim=[3, 6, 9],

@@ -57,6 +57,15 @@ def export(a):
     with open(os.path.join(out, "darkroom.json"), "w") as f:
         json.dump({"steps": a.steps, "guidance_scale": a.guidance, "width": 64, "height": 64}, f, indent=2)
         f.write("\n")
+    for root, _, files in os.walk(out):
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)  # safetensors writes 0600
+    vcfg = os.path.join(out, "vae", "config.json")
+    cfg = json.load(open(vcfg))
+    cfg.pop("_name_or_path", None)  # a path on the training machine
+    with open(vcfg, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
     info = {"training_steps": st["step"], "training_seconds": round(st["spent"]), "unet": st["unet_name"],
             "scaling_factor": st["scaling_factor"], "args": st.get("args")}
     print(json.dumps(info))
