@@ -73,7 +73,7 @@ def export(a):
 
 
 @torch.no_grad()
-def render(a):
+def render(a, guidance=None, grid_path=None):
     from diffusers import StableDiffusionPipeline
     from PIL import Image
     pipe = StableDiffusionPipeline.from_pretrained(a.out, torch_dtype=torch.float32, safety_checker=None,
@@ -82,13 +82,14 @@ def render(a):
     rows = []
     for seed in range(a.seeds):
         g = torch.Generator().manual_seed(seed)
-        imgs = pipe(PROMPTS, num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance_scale"],
+        imgs = pipe(PROMPTS, num_inference_steps=cfg["steps"], guidance_scale=guidance or cfg["guidance_scale"],
                     width=cfg["width"], height=cfg["height"], generator=g, output_type="np").images
         rows.append(np.concatenate(list((imgs * 255).round().astype(np.uint8)), 1))
     grid = np.concatenate(rows, 0)
-    os.makedirs(os.path.dirname(a.grid), exist_ok=True)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.Resampling.NEAREST).save(a.grid)
-    print("grid:", a.grid, "columns:", ", ".join(PROMPTS))
+    path = grid_path or a.grid
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(grid).save(path)
+    print("grid:", path, "guidance", guidance or cfg["guidance_scale"], "columns:", ", ".join(PROMPTS))
 
 
 def main():
@@ -101,11 +102,14 @@ def main():
     ap.add_argument("--grid", default=os.path.join(C.WORK, "grids", "latest.png"))
     ap.add_argument("--raw", action="store_true", help="export the raw (non-EMA) weights")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--try-guidance", default="", help="also render grids at these guidance scales, e.g. 2,7.5")
     a = ap.parse_args()
     C.set_threads()
     if not a.render_only:
         export(a)
     render(a)
+    for g in [float(v) for v in a.try_guidance.split(",") if v]:
+        render(a, g, a.grid.replace(".png", "-g%g.png" % g))
 
 
 if __name__ == "__main__":
