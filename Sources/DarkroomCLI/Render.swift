@@ -33,8 +33,16 @@ struct Render: ParsableCommand {
     @Option(name: [.long, .customShort("o")], help: "Output: a .png file, or a folder (created if needed). Default: the current folder.")
     var output: String?
 
+    @Option(name: .customLong("init-image"), help: ArgumentHelp("img2img: start from this PNG instead of pure noise (samplers ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras). Without --width/--height the output takes its size rounded down to a multiple of 8.", valueName: "image.png"))
+    var initImage: String?
+
+    @Option(name: .long, help: "img2img: how much of the init image is repainted, in (0, 1]; 1 ignores it (default 0.75).")
+    var strength: Float?
+
     func validate() throws {
         if prompt == nil && from == nil { throw ValidationError("give a prompt, or --from IMAGE.png") }
+        if let strength, !(strength > 0 && strength <= 1) { throw ValidationError("--strength must be in (0, 1]") }
+        if strength != nil && initImage == nil { throw ValidationError("--strength needs --init-image") }
     }
 
     func run() throws {
@@ -63,13 +71,33 @@ struct Render: ParsableCommand {
         let r = recipe?.request
         let g = generation
         let count = g.count ?? 1
+
+        // img2img: the init image, and the VAE encoder loaded once for every image.
+        var img2img: (image: RGBImage, encoder: VAEEncoder)?
+        if let initImage {
+            do {
+                let image = try PNGFile.read(URL(fileURLWithPath: initImage)).image
+                img2img = (image, try pipeline.loadVAEEncoder())
+            } catch let e as DarkroomError {
+                printError(e.description)
+                if case .fileNotFound = e { throw ExitCode(Exit.noInput) }
+                throw ExitCode(Exit.badData)
+            }
+        }
         let baseSeed = g.seed ?? r?.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         let base = GenerationRequest(
             prompt: prompt ?? r?.prompt ?? "", negativePrompt: g.negativePrompt ?? r?.negativePrompt ?? "",
             steps: g.steps ?? r?.steps ?? defaults.steps, guidanceScale: g.guidanceScale ?? r?.guidanceScale ?? defaults.guidanceScale,
-            width: g.width ?? r?.width ?? defaults.width, height: g.height ?? r?.height ?? defaults.height, seed: baseSeed,
+            width: g.width ?? r?.width ?? (img2img == nil ? defaults.width : nil),
+            height: g.height ?? r?.height ?? (img2img == nil ? defaults.height : nil), seed: baseSeed,
             eta: g.eta ?? r?.eta ?? 0, sampler: try parseSampler(g.sampler) ?? r?.sampler ?? defaults.sampler)
-        do { _ = try pipeline.validate(base) } catch let e as DarkroomError {
+        do {
+            if let i = img2img {
+                _ = try pipeline.plan(base, initImage: i.image, strength: strength ?? 0.75)
+            } else {
+                _ = try pipeline.validate(base)
+            }
+        } catch let e as DarkroomError {
             printError(e.description)
             throw ExitCode(Exit.usage)
         }
@@ -85,17 +113,21 @@ struct Render: ParsableCommand {
         var written = 0
         var start = 0
         while start < jobs.count {
-            let group = Array(jobs[start..<min(jobs.count, start + runOptions.batchSize)])
+            // img2img runs one image at a time.
+            let group = Array(jobs[start..<min(jobs.count, start + (img2img == nil ? runOptions.batchSize : 1))])
             start += group.count
             let indices = group.map(\.index)
             let label = group.count == 1 ? (count > 1 ? "image \(indices[0] + 1)/\(count)" : "") : "images \(indices[0] + 1)-\(indices.last! + 1)/\(count)"
             display.started(indices: indices, label: label)
             do {
                 if interruptRequested != 0 { throw DarkroomError.cancelled }
-                let results = try pipeline.generate(batch: group.map(\.request)) { p in
+                let onProgress: (GenerationProgress) -> Bool = { p in
                     display.step(indices: indices, p)
                     return interruptRequested == 0
                 }
+                let results = try img2img.map { i in
+                    [try pipeline.generate(group[0].request, initImage: i.image, strength: strength ?? 0.75, encoder: i.encoder, progress: onProgress)]
+                } ?? pipeline.generate(batch: group.map(\.request), progress: onProgress)
                 for (job, result) in zip(group, results) {
                     let url = target.url(index: job.index, seed: job.request.seed, prompt: job.request.prompt)
                     try PNGFile.write(result.image, text: [("parameters", result.parameters.a1111Text)], to: url)

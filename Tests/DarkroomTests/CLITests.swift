@@ -94,6 +94,26 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(r.stderr.contains("Fatal error"), "no trap", file: file, line: line)
     }
 
+    func testImageToImageFromTheCommandLine() throws {
+        let model = TestPaths.model("tiny-sd1").path
+        let src = tmp.appendingPathComponent("src.png"), out = tmp.appendingPathComponent("i2i.png")
+        XCTAssertEqual(try run(["render", "a red heart", "--steps", "2", "--width", "64", "--height", "64", "--seed", "3",
+                                "--model", model, "--output", src.path, "--quiet"]).status, 0)
+        let r = try run(["render", "a blue heart", "--init-image", src.path, "--strength", "0.5", "--steps", "4", "--seed", "9",
+                         "--model", model, "--output", out.path, "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (image, text) = try PNGFile.read(out)
+        XCTAssertEqual([image.width, image.height], [64, 64], "size taken from the init image")
+        let params = try GenerationParameters(parsing: try XCTUnwrap(text["parameters"]))
+        XCTAssertEqual(params[extra: "Denoising strength"], "0.5")
+        XCTAssertNotEqual(try PNGFile.read(src).image, image)
+
+        let missing = try run(["render", "x", "--init-image", tmp.appendingPathComponent("none.png").path, "--model", model,
+                               "--output", tmp.appendingPathComponent("o.png").path])
+        assertOneLineError(missing, status: 66, mentions: ["none.png"])
+        XCTAssertEqual(try run(["render", "x", "--init-image", src.path, "--strength", "0", "--model", model]).status, 64)
+    }
+
     func testRenderWritesPNGWithParameters() throws {
         let out = tmp.appendingPathComponent("heart.png")
         let r = try run(["render", "a red heart", "--negative-prompt", "blurry", "--steps", "2", "--seed", "42",
