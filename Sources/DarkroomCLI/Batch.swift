@@ -90,7 +90,8 @@ struct Batch: ParsableCommand {
         let defaults = BatchDefaults(
             negativePrompt: g.negativePrompt ?? "", seed: g.seed, steps: g.steps ?? md.steps,
             guidanceScale: g.guidanceScale ?? md.guidanceScale, width: g.width ?? md.width, height: g.height ?? md.height,
-            count: g.count ?? 1, sampler: try parseSampler(g.sampler) ?? md.sampler, eta: g.eta ?? 0)
+            count: g.count ?? 1, sampler: try parseSampler(g.sampler) ?? md.sampler, eta: g.eta ?? 0,
+            clipSkip: g.clipSkip ?? 1, promptMode: g.promptMode ?? .auto, guidanceRescale: g.guidanceRescale ?? 0)
         let (jobs, allProblems) = file.jobs(defaults: defaults)
         // Each shard reports the bad lines whose images would have been its own.
         let problems = allProblems.filter { p in p.indices.map { $0.contains { shard.contains(jobIndex: $0) } } ?? true }

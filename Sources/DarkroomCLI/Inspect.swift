@@ -51,7 +51,10 @@ struct Inspect: ParsableCommand {
                     ("prompt", .string(p.prompt)), ("negative_prompt", .string(p.negativePrompt)), ("steps", .int(Int64(p.steps))),
                     ("sampler", .string(recipe?.request.sampler.rawValue ?? p.sampler)), ("guidance_scale", .double(p.cfgScale)),
                     ("seed", .uint(p.seed)), ("width", .int(Int64(p.width))), ("height", .int(Int64(p.height))),
-                    ("eta", .float(recipe?.request.eta ?? 0)), ("model", p.model.map { .string($0) } ?? .null),
+                    ("eta", .float(recipe?.request.eta ?? 0)), ("clip_skip", .int(Int64(recipe?.request.clipSkip ?? 1))),
+                    ("guidance_rescale", .float(recipe?.request.guidanceRescale ?? 0)),
+                    ("prompt_mode", .string(recipe?.request.promptMode.rawValue ?? PromptMode.auto.rawValue)),
+                    ("model", p.model.map { .string($0) } ?? .null),
                 ]
                 fields.append(("extra", .object(p.extra.map { ($0.key, .string($0.value)) })))
                 fields.append(("parameters", .string(text)))

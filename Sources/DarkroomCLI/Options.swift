@@ -32,6 +32,15 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Sampler: \(samplerNames). (default: ddim)", valueName: "name"))
     var sampler: String?
 
+    @Option(name: .customLong("clip-skip"), help: ArgumentHelp("Clip skip as in AUTOMATIC1111 and stable-diffusion.cpp: 1 = none (the text encoder's last layer), 2 = the penultimate layer (diffusers' clip_skip=1), ... (default: 1)", valueName: "N"))
+    var clipSkip: Int?
+
+    @Option(name: .customLong("prompt-mode"), help: ArgumentHelp("How prompts are read: auto (A1111 syntax: (word:1.3), (word), [word], \\( escapes, BREAK, prompts over 75 tokens in 75-token chunks; plain prompts that fit run diffusers' exact path), a1111 (the same, always A1111's path) or diffusers (text as is, truncated to 77 tokens, no weights). (default: auto)", valueName: "mode"))
+    var promptMode: PromptMode?
+
+    @Option(name: .customLong("guidance-rescale"), help: ArgumentHelp("Guidance rescale φ in [0, 1] (diffusers' guidance_rescale): pulls the guided prediction towards the text prediction's standard deviation, against over-exposure with high guidance or zero-terminal-SNR models; 0 is off. (default: 0)", valueName: "φ"))
+    var guidanceRescale: Float?
+
     func validate() throws {
         if let count, count < 1 || count > PromptFile.maxCount { throw ValidationError("--count must be between 1 and \(PromptFile.maxCount)") }
         if let steps, steps < 1 || steps > 1000 { throw ValidationError("--steps must be between 1 and 1000") }
@@ -39,6 +48,8 @@ struct GenerationOptions: ParsableArguments {
         if let height, height < 8 || height > 8192 || height % 8 != 0 { throw ValidationError("--height must be a multiple of 8 between 8 and 8192") }
         if let guidanceScale, !(0...100).contains(guidanceScale) { throw ValidationError("--guidance-scale must be between 0 and 100") }
         if let eta, !(0...1).contains(eta) { throw ValidationError("--eta must be between 0 and 1") }
+        if let clipSkip, clipSkip < 1 || clipSkip > 64 { throw ValidationError("--clip-skip must be at least 1 (1 = no skip, as in AUTOMATIC1111)") }
+        if let guidanceRescale, !(0...1).contains(guidanceRescale) { throw ValidationError("--guidance-rescale must be between 0 and 1") }
         _ = try parseSampler(sampler)
     }
 }
@@ -71,6 +82,8 @@ struct RunOptions: ParsableArguments {
         if let threads { Threads.count = threads }
     }
 }
+
+extension PromptMode: ExpressibleByArgument {}
 
 enum ProgressMode: String, ExpressibleByArgument, CaseIterable {
     case quiet, bar, jsonl

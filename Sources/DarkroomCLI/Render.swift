@@ -90,7 +90,9 @@ struct Render: ParsableCommand {
             steps: g.steps ?? r?.steps ?? defaults.steps, guidanceScale: g.guidanceScale ?? r?.guidanceScale ?? defaults.guidanceScale,
             width: g.width ?? r?.width ?? (img2img == nil ? defaults.width : nil),
             height: g.height ?? r?.height ?? (img2img == nil ? defaults.height : nil), seed: baseSeed,
-            eta: g.eta ?? r?.eta ?? 0, sampler: try parseSampler(g.sampler) ?? r?.sampler ?? defaults.sampler)
+            eta: g.eta ?? r?.eta ?? 0, sampler: try parseSampler(g.sampler) ?? r?.sampler ?? defaults.sampler,
+            clipSkip: g.clipSkip ?? r?.clipSkip ?? 1, promptMode: g.promptMode ?? r?.promptMode ?? .auto,
+            guidanceRescale: g.guidanceRescale ?? r?.guidanceRescale ?? 0)
         do {
             if let i = img2img {
                 _ = try pipeline.plan(base, initImage: i.image, strength: strength ?? 0.75)

@@ -341,8 +341,22 @@ final class BatchTests: XCTestCase {
         XCTAssertEqual(recipe.model, "tiny-sd1")
         XCTAssertEqual(recipe.ignored, [])
         var p = try GenerationParameters(parsing: text)
+        p[extra: "Hires upscale"] = "2"
+        XCTAssertEqual(try ImageRecipe(parameters: p).ignored, ["Hires upscale: 2"])
+        // Clip skip, guidance rescale and prompt mode are settings: written only when not the
+        // default, and read back.
+        var tuned = r
+        tuned.clipSkip = 2
+        tuned.guidanceRescale = 0.7
+        tuned.promptMode = .diffusers
+        let tunedText = Self.pipeline.parameters(for: tuned).a1111Text
+        XCTAssertTrue(tunedText.hasSuffix("Eta: 0.3, Clip skip: 2, Guidance rescale: 0.7, Prompt mode: diffusers"), tunedText)
+        let back = try ImageRecipe(parameters: GenerationParameters(parsing: tunedText))
+        XCTAssertEqual(back.request, tuned)
+        XCTAssertEqual(back.ignored, [])
+        p[extra: "Clip skip"] = "two"
+        XCTAssertThrowsError(try ImageRecipe(parameters: p))
         p[extra: "Clip skip"] = "2"
-        XCTAssertEqual(try ImageRecipe(parameters: p).ignored, ["Clip skip: 2"])
         p.sampler = "Euler a2"
         XCTAssertThrowsError(try ImageRecipe(parameters: p))
     }

@@ -535,4 +535,57 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((obj["render_defaults"] as? [String: Any])?["width"] as? Int, 128)
         assertOneLineError(try run(["info", tmp.appendingPathComponent("none").path]), status: 3, mentions: ["none"])
     }
+
+    /// --clip-skip, --prompt-mode and --guidance-rescale reach the image, its metadata, inspect
+    /// and --from; --help states clip skip's A1111 meaning.
+    func testPromptOptionsAreRecordedAndReproduced() throws {
+        let help = try run(["render", "--help"]).stdout
+        for s in ["--clip-skip", "1 = none", "--prompt-mode", "auto", "a1111", "diffusers", "--guidance-rescale"] {
+            XCTAssertTrue(help.contains(s), "render --help shows \(s)")
+        }
+        XCTAssertTrue(try run(["batch", "--help"]).stdout.contains("clip_skip"), "batch --help lists the JSON keys")
+        let out = tmp.appendingPathComponent("skip.png")
+        let long = Array(repeating: "a (red:1.2) cat,", count: 30).joined(separator: " ")
+        let r = try run(["render", long, "--clip-skip", "2", "--guidance-rescale", "0.7", "--steps", "2", "--width", "64", "--height", "64",
+                         "--seed", "4", "--model", tiny, "--output", out.path, "-q"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let p = try GenerationParameters(parsing: try XCTUnwrap(try PNGFile.info(out).text["parameters"]))
+        XCTAssertEqual(p[extra: "Clip skip"], "2")
+        XCTAssertEqual(p[extra: "Guidance rescale"], "0.7")
+        let text = try run(["inspect", out.path])
+        XCTAssertTrue(text.stdout.contains("clip skip") && text.stdout.contains("guidance rescale"), text.stdout)
+        XCTAssertFalse(text.stdout.contains("does not use"), text.stdout)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(try run(["inspect", "--json", out.path]).stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(json["clip_skip"] as? Int, 2)
+        XCTAssertEqual(json["prompt_mode"] as? String, "auto")
+        let again = tmp.appendingPathComponent("again.png")
+        let f = try run(["render", "--from", out.path, "--model", tiny, "--output", again.path, "-q"])
+        XCTAssertEqual(f.status, 0, f.stderr)
+        XCTAssertFalse(f.stderr.contains("ignored"), f.stderr)
+        XCTAssertEqual(try PNGFile.read(out).image.pixels, try PNGFile.read(again).image.pixels, "bit for bit")
+        let plain = tmp.appendingPathComponent("plain.png")
+        XCTAssertEqual(try run(["render", long, "--prompt-mode", "diffusers", "--steps", "2", "--width", "64", "--height", "64",
+                                "--seed", "4", "--model", tiny, "--output", plain.path, "-q"]).status, 0)
+        let pp = try GenerationParameters(parsing: try XCTUnwrap(try PNGFile.info(plain).text["parameters"]))
+        XCTAssertEqual(pp[extra: "Prompt mode"], "diffusers")
+        XCTAssertNil(pp[extra: "Clip skip"])
+        // tiny-sd1's text encoder has 2 layers: clip skip 3 is a usage error, 0 too.
+        assertOneLineError(try run(["render", "x", "--clip-skip", "3", "--model", tiny, "--output", tmp.appendingPathComponent("x.png").path]),
+                           status: 64, mentions: ["clip skip 3"])
+        XCTAssertEqual(try run(["render", "x", "--clip-skip", "0", "--model", tiny]).status, 64)
+        XCTAssertEqual(try run(["render", "x", "--guidance-rescale", "2", "--model", tiny]).status, 64)
+        XCTAssertEqual(try run(["render", "x", "--prompt-mode", "comfy", "--model", tiny]).status, 64)
+
+        // Batch lines carry the same settings.
+        let prompts = try write([#"{"prompt": "x", "clip_skip": 2, "guidance_rescale": 0.5, "seed": 3}"#], "s.jsonl")
+        let dir = tmp.appendingPathComponent("batch")
+        let b = try run(batchArgs(prompts, dir, steps: 2, ["-q"]))
+        XCTAssertEqual(b.status, 0, b.stderr)
+        let name = try XCTUnwrap(finalPNGs(dir).first)
+        let bp = try GenerationParameters(parsing: try XCTUnwrap(try PNGFile.info(dir.appendingPathComponent(name)).text["parameters"]))
+        XCTAssertEqual(bp[extra: "Clip skip"], "2")
+        let record = try XCTUnwrap(try Manifest.read(dir.appendingPathComponent("manifest.jsonl")).records.first)
+        XCTAssertEqual(record.clipSkip, 2)
+        XCTAssertEqual(record.guidanceRescale, 0.5)
+    }
 }

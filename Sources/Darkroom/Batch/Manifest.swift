@@ -22,6 +22,10 @@ public struct ManifestRecord: Sendable, Equatable {
     /// The sampler's CLI name (`SamplerKind.rawValue`).
     public var sampler: String
     public var eta: Float
+    /// A1111's clip skip (1 = none), diffusers' guidance_rescale, the prompt mode's raw value.
+    public var clipSkip: Int
+    public var guidanceRescale: Float
+    public var promptMode: String
     /// The model's name (its folder name, as in the PNG), path and fingerprint.
     public var model: String
     public var modelPath: String
@@ -51,6 +55,9 @@ public struct ManifestRecord: Sendable, Equatable {
         self.height = height
         sampler = r.sampler.rawValue
         eta = r.eta
+        clipSkip = r.clipSkip
+        guidanceRescale = r.guidanceRescale
+        promptMode = r.promptMode.rawValue
         self.model = model
         self.modelPath = modelPath
         self.modelHash = modelHash
@@ -74,6 +81,7 @@ public struct ManifestRecord: Sendable, Equatable {
             ("prompt", .string(prompt)), ("negative_prompt", .string(negativePrompt)), ("seed", .uint(seed)),
             ("steps", .int(Int64(steps))), ("guidance_scale", .float(guidanceScale)), ("width", .int(Int64(width))),
             ("height", .int(Int64(height))), ("sampler", .string(sampler)), ("eta", .float(eta)),
+            ("clip_skip", .int(Int64(clipSkip))), ("guidance_rescale", .float(guidanceRescale)), ("prompt_mode", .string(promptMode)),
             ("model", .string(model)), ("model_path", .string(modelPath)), ("model_hash", .string(modelHash)),
             ("model_hash_method", .string(modelHashMethod)),
             ("seconds", seconds.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
@@ -103,6 +111,9 @@ public struct ManifestRecord: Sendable, Equatable {
         self.height = Int(height)
         sampler = str("sampler") ?? ""
         eta = Float(num("eta") ?? 0)
+        clipSkip = Int(num("clip_skip") ?? 1)
+        guidanceRescale = Float(num("guidance_rescale") ?? 0)
+        promptMode = str("prompt_mode") ?? PromptMode.auto.rawValue
         model = str("model") ?? ""
         modelPath = str("model_path") ?? ""
         modelHash = str("model_hash") ?? ""

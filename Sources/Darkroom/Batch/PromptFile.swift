@@ -13,6 +13,9 @@ public struct PromptEntry: Sendable, Equatable {
     public var count: Int?
     public var sampler: SamplerKind?
     public var eta: Float?
+    public var clipSkip: Int?
+    public var promptMode: PromptMode?
+    public var guidanceRescale: Float?
 
     public init(source: BatchJob.Source, prompt: String) {
         self.source = source
@@ -51,9 +54,14 @@ public struct BatchDefaults: Sendable, Equatable {
     public var count: Int
     public var sampler: SamplerKind
     public var eta: Float
+    /// A1111's clip skip (1 = none).
+    public var clipSkip: Int
+    public var promptMode: PromptMode
+    public var guidanceRescale: Float
 
     public init(negativePrompt: String = "", seed: UInt64? = nil, steps: Int = 50, guidanceScale: Float = 7.5,
-                width: Int = 512, height: Int = 512, count: Int = 1, sampler: SamplerKind = .ddim, eta: Float = 0) {
+                width: Int = 512, height: Int = 512, count: Int = 1, sampler: SamplerKind = .ddim, eta: Float = 0,
+                clipSkip: Int = 1, promptMode: PromptMode = .auto, guidanceRescale: Float = 0) {
         self.negativePrompt = negativePrompt
         self.seed = seed
         self.steps = steps
@@ -63,6 +71,9 @@ public struct BatchDefaults: Sendable, Equatable {
         self.count = count
         self.sampler = sampler
         self.eta = eta
+        self.clipSkip = clipSkip
+        self.promptMode = promptMode
+        self.guidanceRescale = guidanceRescale
     }
 }
 
@@ -85,11 +96,13 @@ public struct PromptFile: Sendable {
     }
 
     /// The keys a JSON line may have.
-    public static let keys = ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "count", "sampler", "eta"]
+    public static let keys = ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "count", "sampler", "eta",
+                              "clip_skip", "prompt_mode", "guidance_rescale"]
     /// Likely mistakes, for the error message.
     static let suggestions = ["negative": "negative_prompt", "cfg_scale": "guidance_scale", "cfg": "guidance_scale",
                               "guidance": "guidance_scale", "num_inference_steps": "steps", "n": "count",
-                              "num_images": "count", "scheduler": "sampler", "text": "prompt"]
+                              "num_images": "count", "scheduler": "sampler", "text": "prompt",
+                              "clipskip": "clip_skip", "clip-skip": "clip_skip", "cfg_rescale": "guidance_rescale"]
     /// Larger files or lines are refused rather than read into memory.
     public static let maxFileBytes = 256 << 20
     public static let maxLineBytes = 1 << 20
@@ -207,7 +220,9 @@ public struct PromptFile: Sendable {
                 let request = GenerationRequest(
                     prompt: e.prompt, negativePrompt: e.negativePrompt ?? d.negativePrompt, steps: e.steps ?? d.steps,
                     guidanceScale: e.guidanceScale ?? d.guidanceScale, width: e.width ?? d.width, height: e.height ?? d.height,
-                    seed: e.seed ?? d.seed ?? UInt64(next), eta: e.eta ?? d.eta, sampler: e.sampler ?? d.sampler)
+                    seed: e.seed ?? d.seed ?? UInt64(next), eta: e.eta ?? d.eta, sampler: e.sampler ?? d.sampler,
+                    clipSkip: e.clipSkip ?? d.clipSkip, promptMode: e.promptMode ?? d.promptMode,
+                    guidanceRescale: e.guidanceRescale ?? d.guidanceRescale)
                 jobs += BatchJob.series(request, count: n, firstIndex: next, source: e.source)
                 next += n
             }
@@ -272,6 +287,14 @@ public struct PromptFile: Sendable {
         e.width = try int("width", 8...8192, multipleOf: 8)
         e.height = try int("height", 8...8192, multipleOf: 8)
         e.eta = try float("eta", 0...1)
+        e.clipSkip = try int("clip_skip", 1...64)
+        e.guidanceRescale = try float("guidance_rescale", 0...1)
+        if let name = try string("prompt_mode") {
+            guard let m = PromptMode(rawValue: name.lowercased()) else {
+                throw fail("unknown prompt_mode '\(name)'; the modes are \(PromptMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            e.promptMode = m
+        }
         if let name = try string("sampler") {
             guard let k = SamplerKind(name: name) else {
                 throw fail("unknown sampler '\(name)'; the samplers are \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))")

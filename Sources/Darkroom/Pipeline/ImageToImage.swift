@@ -81,14 +81,9 @@ private func sigmaNoised(_ original: Tensor, _ noise: Tensor, _ sigma: Float) ->
 /// that img2img's slicing does not reset consistently) and LCM (diffusers has a separate LCM
 /// img2img pipeline with its own strength schedule) are rejected.
 extension StableDiffusionPipeline {
-    /// Loads the VAE encoder from the model's `vae/` folder. `StableDiffusionModel` does not own
-    /// one (text-to-image never needs it); pass the result to `generate(_:initImage:strength:encoder:progress:)`
-    /// to encode several images without reloading.
-    public func loadVAEEncoder() throws -> VAEEncoder {
-        let folder = model.folder.appendingPathComponent("vae")
-        let weights = try Weights.load(componentFolder: folder, stem: "diffusion_pytorch_model")
-        return try VAEEncoder(config: model.vaeConfig, weights: weights)
-    }
+    /// The model's VAE encoder (`StableDiffusionModel.vaeEncoder()`: loaded on first use from
+    /// the folder's `vae/` or the checkpoint's `first_stage_model.encoder`, then kept).
+    public func loadVAEEncoder() throws -> VAEEncoder { try model.vaeEncoder() }
 
     /// Checks an image-to-image request and resolves its sizes and schedule.
     public func plan(_ r: GenerationRequest, initImage: RGBImage, strength: Float) throws -> ImageToImagePlan {
@@ -172,72 +167,54 @@ extension StableDiffusionPipeline {
                         startStep: Int, generator: inout TorchGenerator,
                         progress: ((GenerationProgress) -> Bool)? = nil,
                         onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
-        var sampler = s
-        let guidance = usesGuidance(r.guidanceScale)
-        // Guidance-distilled UNets (time_cond_proj_dim) take w − 1 as an embedding instead of CFG.
-        let condition = model.unet.config.timeCondProjDim.map {
-            LCMScheduler.guidanceScaleEmbedding(r.guidanceScale - 1, dimension: $0)
-        }
-        let began = Date()
-        let steps = sampler.timesteps
-        let total = steps.count - startStep
-        var latents = start
-        for i in startStep..<steps.count {
-            if let progress, !progress(GenerationProgress(phase: .denoising, step: i - startStep, totalSteps: total,
-                                                          elapsed: Date().timeIntervalSince(began))) {
-                throw DarkroomError.cancelled
-            }
-            let scaled = sampler.scaleModelInput(latents, stepIndex: i)
-            let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
-            let out = model.unet(input, timestep: steps[i], context: embeddings, condition: condition)
-            let noise: Tensor
-            if guidance {
-                let half = out.count / 2
-                noise = Tensor(shape: latents.shape)
-                let g = r.guidanceScale
-                for j in 0..<half {
-                    let u = out.data[j], c = out.data[half + j]
-                    noise.data[j] = u + g * (c - u)
-                }
-            } else {
-                noise = out
-            }
-            latents = sampler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
-            onStep?(i, latents)
-        }
-        _ = progress?(GenerationProgress(phase: .decoding, step: total, totalSteps: total, elapsed: Date().timeIntervalSince(began)))
-        return latents
+        try denoise(latents: start, embeddings: embeddings, request: r, sampler: s, startStep: startStep, generator: &generator,
+                    progress: progress, observe: onStep.map { f in { step in f(step.step, step.latents[0]) } })
     }
 
-    /// Image to image, loading the VAE encoder from the model folder for this call.
+    /// `denoise(latents:embeddings:request:sampler:startStep:generator:progress:onStep:)` with
+    /// the full step report (latents and the estimated clean image).
+    public func denoise(latents start: Tensor, embeddings: Tensor, request r: GenerationRequest, sampler s: any Sampler,
+                        startStep: Int, generator: inout TorchGenerator,
+                        progress: ((GenerationProgress) -> Bool)? = nil,
+                        observe: ((DenoisingStep) -> Void)?) throws -> Tensor {
+        var samplers = [s]
+        var generators = [generator]
+        defer { generator = generators[0] }
+        return try samplingLoop(latents: [start], embeddings: embeddings, requests: [r], samplers: &samplers, startStep: startStep,
+                                generators: &generators, progress: progress, onStep: observe)[0]
+    }
+
+    /// Image to image with the model's VAE encoder (loaded on first use, then kept).
     public func generate(_ r: GenerationRequest, initImage: RGBImage, strength: Float,
-                         progress: ((GenerationProgress) -> Bool)? = nil) throws -> GeneratedImage {
+                         progress: ((GenerationProgress) -> Bool)? = nil,
+                         onStep: ((DenoisingStep) -> Void)? = nil) throws -> GeneratedImage {
         // Validate before loading anything.
         _ = try plan(r, initImage: initImage, strength: strength)
-        return try generate(r, initImage: initImage, strength: strength, encoder: loadVAEEncoder(), progress: progress)
+        return try generate(r, initImage: initImage, strength: strength, encoder: loadVAEEncoder(), progress: progress, onStep: onStep)
     }
 
-    /// Image to image with an already loaded VAE encoder. `strength` in (0, 1]: 1 ignores the
-    /// image's content (pure noise at the first step), small values keep it.
+    /// Image to image with a given VAE encoder. `strength` in (0, 1]: 1 ignores the image's
+    /// content (pure noise at the first step), small values keep it. Guidance rescale, clip skip
+    /// and the prompt mode apply as in text-to-image (diffusers' img2img pipeline has no
+    /// guidance rescale; Darkroom applies the same formula).
     public func generate(_ r: GenerationRequest, initImage: RGBImage, strength: Float, encoder: VAEEncoder,
-                         progress: ((GenerationProgress) -> Bool)? = nil) throws -> GeneratedImage {
+                         progress: ((GenerationProgress) -> Bool)? = nil,
+                         onStep: ((DenoisingStep) -> Void)? = nil) throws -> GeneratedImage {
         let began = Date()
         let p = try plan(r, initImage: initImage, strength: strength)
         if let progress, !progress(GenerationProgress(phase: .encoding, step: 0, totalSteps: p.stepsRun, elapsed: 0)) {
             throw DarkroomError.cancelled
         }
-        let embeddings = try encode(prompt: r.prompt, negativePrompt: r.negativePrompt, guidance: usesGuidance(r.guidanceScale))
+        let embeddings = try encode(requests: [r], guidance: usesGuidance(r.guidanceScale))
         let image = Self.preprocess(initImage, width: p.width, height: p.height)
         var (latents, sampler, generator) = try imageToImageStart(r, image: image, plan: p, encoder: encoder)
         latents = try denoise(latents: latents, embeddings: embeddings, request: r, sampler: sampler, startStep: p.startStep,
-                              generator: &generator, progress: progress)
+                              generator: &generator, progress: progress, observe: onStep)
         let decoded = decode(latents)
-        var extra: [GenerationParameters.Field] = [.init("Denoising strength", strength.description)]
-        if r.eta != 0 { extra.append(.init("Eta", formatNumber(r.eta))) }
         let params = GenerationParameters(
             prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: r.sampler.a1111Name,
             cfgScale: Double(r.guidanceScale), seed: r.seed, width: p.width, height: p.height, model: model.name,
-            extra: extra)
+            extra: [.init("Denoising strength", strength.description)] + Self.extraParameters(r))
         return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded), parameters: params,
                               seconds: Date().timeIntervalSince(began))
     }

@@ -19,6 +19,9 @@ public final class StableDiffusionModel: Sendable {
     public let checkpoint: CheckpointInfo?
     /// Non-fatal findings while loading (e.g. weights no module used), for the CLI to print.
     public let warnings: [String]
+    /// Reads the VAE's weights again for the encoder, which only image-to-image needs.
+    private let vaeWeightsSource: @Sendable () throws -> Weights
+    private let encoderCache = LazyValue<VAEEncoder>()
 
     static let pipelineClasses = [
         "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipelineLegacy",
@@ -41,6 +44,7 @@ public final class StableDiffusionModel: Sendable {
         var schedulerConfig: SchedulerConfig
         var checkpoint: CheckpointInfo?
         var warnings: [String] = []
+        var vaeWeightsSource: @Sendable () throws -> Weights
     }
 
     /// Loads a diffusers folder. A path to a file is loaded as a single-file checkpoint with
@@ -75,7 +79,8 @@ public final class StableDiffusionModel: Sendable {
             vaeConfig: try VAEConfig.load(sub("vae/config.json")),
             vaeWeights: try Weights.load(componentFolder: sub("vae"), stem: "diffusion_pytorch_model"),
             schedulerConfig: try SchedulerConfig.load(from: sub("scheduler/scheduler_config.json")),
-            checkpoint: nil))
+            checkpoint: nil,
+            vaeWeightsSource: { [vae = sub("vae")] in try Weights.load(componentFolder: vae, stem: "diffusion_pytorch_model") }))
     }
 
     /// Loads a single `.safetensors` checkpoint in the original LDM key layout of SD 1.x/2.x
@@ -100,7 +105,8 @@ public final class StableDiffusionModel: Sendable {
             return try Weights(file: ckpt.file, views: mapped.views, label: component)
         }
         let unetWeights = try weights("unet", ckpt.unetViews(layersPerBlock: arch.unetLayersPerBlock))
-        let vaeWeights = try weights("vae", ckpt.vaeViews())
+        let vaeViews = ckpt.vaeViews()
+        let vaeWeights = try weights("vae", vaeViews)
         let text = ckpt.textEncoderViews()
         let textWeights = try weights("text_encoder", (text.views, text.unmapped))
         let others = ckpt.otherKeys()
@@ -129,7 +135,8 @@ public final class StableDiffusionModel: Sendable {
             textConfig: arch.text, textWeights: textWeights,
             unetConfig: arch.unet, unetConfigPath: url.path, unetWeights: unetWeights,
             vaeConfig: arch.vae, vaeWeights: vaeWeights,
-            schedulerConfig: arch.scheduler, checkpoint: info, warnings: warnings))
+            schedulerConfig: arch.scheduler, checkpoint: info, warnings: warnings,
+            vaeWeightsSource: { [file = ckpt.file, views = vaeViews.views] in try Weights(file: file, views: views, label: "vae") }))
     }
 
     private init(_ p: Parts) throws {
@@ -142,6 +149,7 @@ public final class StableDiffusionModel: Sendable {
         vaeDecoder = try VAEDecoder(config: p.vaeConfig, weights: p.vaeWeights)
         schedulerConfig = p.schedulerConfig
         checkpoint = p.checkpoint
+        vaeWeightsSource = p.vaeWeightsSource
 
         // Cross-component consistency: these would otherwise fail deep inside a matmul.
         let teConfig = p.textConfig, unetConfig = p.unetConfig
@@ -169,9 +177,31 @@ public final class StableDiffusionModel: Sendable {
         self.warnings = warnings
     }
 
+    /// The VAE encoder (image → latents, for image-to-image), built from the same VAE weights as
+    /// the decoder on first use and kept: text-to-image never pays for it. Thread-safe.
+    public func vaeEncoder() throws -> VAEEncoder {
+        try encoderCache.get { try VAEEncoder(config: vaeConfig, weights: vaeWeightsSource()) }
+    }
+
     /// Pixels per latent cell (8 for SD).
     public var vaeScaleFactor: Int { vaeConfig.downscaleFactor }
 
     /// The size the UNet was trained at (sample_size × VAE factor), or 512.
     public var defaultSize: Int { (unet.config.sampleSize ?? 64) * vaeScaleFactor }
+}
+
+/// A value computed once on first use, safe to share between threads (a failed attempt is not
+/// kept, so a later call retries).
+final class LazyValue<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T?
+
+    func get(_ make: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        if let value { return value }
+        let v = try make()
+        value = v
+        return v
+    }
 }

@@ -2,6 +2,11 @@ import Foundation
 
 /// How prompt text becomes text-encoder conditioning.
 public enum PromptMode: String, Sendable, CaseIterable {
+    /// The default: diffusers' exact code path when prompt and negative prompt are plain text
+    /// (no weighting syntax, escapes or BREAK) of at most 75 tokens each, a1111 otherwise. Both
+    /// paths give the same embeddings for plain prompts, so `auto` renders what `a1111` renders;
+    /// it only guarantees that plain prompts run exactly what diffusers runs.
+    case auto
     /// AUTOMATIC1111: weighting syntax, BREAK, prompts of any length in 75-token chunks whose
     /// embeddings are concatenated. For a prompt of at most 75 tokens without `(`, `[`, `\` or
     /// BREAK this gives exactly diffusers' embeddings (same ids, weights all 1).
@@ -33,8 +38,8 @@ public struct PromptEncoder: Sendable {
     /// Conditioning for one text: [1, 77 × chunks, hidden] (a1111) or [1, 77, hidden] (diffusers).
     /// `weighting: false` (a1111 only) treats brackets and BREAK as plain text but still chunks.
     public func encode(_ text: String, clipSkip: Int = 1, mode: PromptMode = .a1111, weighting: Bool = true) throws -> Tensor {
-        switch mode {
-        case .diffusers:
+        switch try resolve(mode, texts: [text], weighting: weighting) {
+        case .diffusers, .auto:
             return try textEncoder([tokenizer.encode(text)], skipLayers: try skipLayers(clipSkip))
         case .a1111:
             return try encodeChunks(try chunker.chunks(text, weighting: weighting).chunks, clipSkip: clipSkip)
@@ -48,8 +53,8 @@ public struct PromptEncoder: Sendable {
     /// allows). One text-encoder call covers both.
     public func encode(prompt: String, negativePrompt: String, clipSkip: Int = 1, mode: PromptMode = .a1111,
                        weighting: Bool = true) throws -> (positive: Tensor, negative: Tensor) {
-        switch mode {
-        case .diffusers:
+        switch try resolve(mode, texts: [prompt, negativePrompt], weighting: weighting) {
+        case .diffusers, .auto:
             let both = try textEncoder([tokenizer.encode(prompt), tokenizer.encode(negativePrompt)], skipLayers: try skipLayers(clipSkip))
             return (both.rows(0..<1), both.rows(1..<2))
         case .a1111:
@@ -61,6 +66,40 @@ public struct PromptEncoder: Sendable {
             let z = try encodeChunks(positive + negative, clipSkip: clipSkip)
             let sides = z.reshaped([2, z.shape[1] / 2, z.shape[2]])
             return (sides.rows(0..<1), sides.rows(1..<2))
+        }
+    }
+
+    /// `auto` resolved for these texts (other modes are returned as they are): diffusers when
+    /// every text is plain (A1111's parser returns it unchanged as one weight-1 fragment, so no
+    /// brackets, escapes or BREAK) and at most 75 tokens long, a1111 otherwise.
+    public func resolve(_ mode: PromptMode, texts: [String], weighting: Bool = true) throws -> PromptMode {
+        guard mode == .auto else { return mode }
+        for text in texts where !(try isPlain(text, weighting: weighting)) { return .a1111 }
+        return .diffusers
+    }
+
+    /// Whether a1111 mode would see `text` exactly as diffusers does: one chunk, weights all 1.
+    func isPlain(_ text: String, weighting: Bool) throws -> Bool {
+        if weighting {
+            let fragments = try PromptParser.parse(text)
+            guard fragments.count == 1, fragments[0].weight == 1, fragments[0].text == text else { return false }
+        }
+        return tokenizer.tokenize(text).count <= min(PromptChunker.chunkLength, tokenizer.maxLength - 2)
+    }
+
+    /// Tokens of conditioning (77 per chunk) that `encode(prompt:negativePrompt:...)` returns for
+    /// each side, or `encode(_:)` for `prompt` alone when `negativePrompt` is nil; no text encoder
+    /// run. Images can share a UNet batch only when this agrees.
+    public func conditioningLength(prompt: String, negativePrompt: String?, mode: PromptMode = .a1111,
+                                   weighting: Bool = true) throws -> Int {
+        let texts = [prompt] + (negativePrompt.map { [$0] } ?? [])
+        let seq = tokenizer.maxLength
+        switch try resolve(mode, texts: texts, weighting: weighting) {
+        case .diffusers, .auto:
+            return seq
+        case .a1111:
+            let counts = try texts.map { try chunker.chunks($0, weighting: weighting).chunks.count }
+            return counts.max()! * (PromptChunker.chunkLength + 2)
         }
     }
 
