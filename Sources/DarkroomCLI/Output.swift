@@ -40,8 +40,19 @@ struct OutputTarget {
             let stem = url.deletingPathExtension().lastPathComponent
             return url.deletingLastPathComponent().appendingPathComponent("\(stem)-\(index + 1).png")
         }
-        let next = nextNumber()
-        return url.appendingPathComponent(String(format: "%05d", next) + "-\(seed)-\(FileNamePattern.slug(prompt)).png")
+        return folderName(number: nextNumber(), seed: seed, prompt: prompt)
+    }
+
+    /// The files for the images of `jobs`, decided before they are rendered (previews go next
+    /// to them): in a folder, consecutive numbers from the next free one.
+    func urls(for jobs: [BatchJob]) -> [URL] {
+        if isFile { return jobs.map { url(index: $0.index, seed: $0.request.seed, prompt: $0.request.prompt) } }
+        let first = nextNumber()
+        return jobs.enumerated().map { k, job in folderName(number: first + k, seed: job.request.seed, prompt: job.request.prompt) }
+    }
+
+    private func folderName(number: Int, seed: UInt64, prompt: String) -> URL {
+        url.appendingPathComponent(String(format: "%05d", number) + "-\(seed)-\(FileNamePattern.slug(prompt)).png")
     }
 
     private func nextNumber() -> Int {

@@ -12,6 +12,8 @@ struct Render: ParsableCommand {
           darkroom render "a red heart" --count 4 --output out/      (out/00000-42-a-red-heart.png, ...)
           darkroom render --from castle.png --output again.png      (the same image, bit for bit)
           darkroom render --from castle.png --seed 43               (the same settings, another seed)
+          darkroom render "a castle" --preview 5 --output castle.png  (castle.preview.png every 5 steps)
+          darkroom render "a castle" --model sd15.safetensors       (a single-file checkpoint)
 
         Image i of a run uses seed + i, so any image can be made again alone. The parameters are \
         stored in each PNG (a tEXt 'parameters' chunk in AUTOMATIC1111's layout); `darkroom \
@@ -39,8 +41,19 @@ struct Render: ParsableCommand {
     @Option(name: .long, help: "img2img: how much of the init image is repainted, in (0, 1]; 1 ignores it (default 0.75).")
     var strength: Float?
 
+    @Option(name: .long, help: ArgumentHelp("Write a preview of each image every N steps next to it, as NAME.preview.png (replaced atomically each time; removed once the image is written unless --keep-preview). Decoded from the sampler's estimate of the final image with --preview-decoder, else the model folder's vae_tiny/ (a diffusers AutoencoderTiny), else the full VAE.", valueName: "N"))
+    var preview: Int?
+
+    @Option(name: .customLong("preview-decoder"), help: ArgumentHelp("The TAESD decoder for --preview: a diffusers AutoencoderTiny folder (e.g. Models/tiny-taesd) or an original taesd_decoder.safetensors.", valueName: "path"))
+    var previewDecoder: String?
+
+    @Flag(name: .customLong("keep-preview"), help: "Keep each image's last preview (NAME.preview.png) instead of removing it.")
+    var keepPreview = false
+
     func validate() throws {
         if prompt == nil && from == nil { throw ValidationError("give a prompt, or --from IMAGE.png") }
+        if let preview, preview < 1 { throw ValidationError("--preview must be at least 1 (a preview every N steps)") }
+        if preview == nil && (previewDecoder != nil || keepPreview) { throw ValidationError("--preview-decoder and --keep-preview need --preview N") }
         if let strength, !(strength > 0 && strength <= 1) { throw ValidationError("--strength must be in (0, 1]") }
         if strength != nil && initImage == nil { throw ValidationError("--strength needs --init-image") }
     }
@@ -104,12 +117,25 @@ struct Render: ParsableCommand {
             throw ExitCode(Exit.usage)
         }
 
+        let display = ProgressDisplay(mode: runOptions.progressMode)
+        var previewer: Previewer?
+        if let preview {
+            do {
+                let decoder = try Previewer.decoder(explicit: previewDecoder, model: pipeline.model)
+                previewer = Previewer(every: preview, decoder: decoder, keep: keepPreview, pipeline: pipeline, display: display)
+            } catch let e as DarkroomError {
+                printError(e.description)
+                if case .fileNotFound = e { throw ExitCode(Exit.noInput) }
+                throw ExitCode(Exit.badData)
+            }
+            if runOptions.progressMode == .bar { printNote("a preview every \(preview) step\(preview == 1 ? "" : "s") in NAME.preview.png, decoded with \(previewer!.decoderDescription)") }
+        }
+
         let target = OutputTarget(path: output, count: count)
         do { try target.prepare() } catch let e as DarkroomError {
             printError(e.description)
             throw ExitCode(Exit.failure)
         }
-        let display = ProgressDisplay(mode: runOptions.progressMode)
         let jobs = BatchJob.series(base, count: count)
         display.plan(total: count, toMake: count, skipped: 0, invalid: 0)
         var written = 0
@@ -127,21 +153,26 @@ struct Render: ParsableCommand {
                     display.step(indices: indices, p)
                     return interruptRequested == 0
                 }
+                let urls = target.urls(for: group)
+                let onStep = previewer.map { p in { (s: DenoisingStep) in p.step(s, outputs: urls) } }
                 let results = try img2img.map { i in
-                    [try pipeline.generate(group[0].request, initImage: i.image, strength: strength ?? 0.75, encoder: i.encoder, progress: onProgress)]
-                } ?? pipeline.generate(batch: group.map(\.request), progress: onProgress)
-                for (job, result) in zip(group, results) {
-                    let url = target.url(index: job.index, seed: job.request.seed, prompt: job.request.prompt)
+                    [try pipeline.generate(group[0].request, initImage: i.image, strength: strength ?? 0.75, encoder: i.encoder,
+                                           progress: onProgress, onStep: onStep)]
+                } ?? pipeline.generate(batch: group.map(\.request), progress: onProgress, onStep: onStep)
+                for (job, (result, url)) in zip(group, zip(results, urls)) {
                     try PNGFile.write(result.image, text: [("parameters", result.parameters.a1111Text)], to: url)
+                    previewer?.finished(url)
                     written += 1
                     display.finished(index: job.index, path: url.path, seed: job.request.seed, seconds: result.seconds)
                 }
             } catch DarkroomError.cancelled {
+                previewer?.discard()
                 display.clear()
                 display.event("summary", [("made", .int(Int64(written))), ("interrupted", .bool(true))])
                 printError("interrupted; \(written) of \(count) image\(count == 1 ? "" : "s") written")
                 throw ExitCode(Exit.interrupted)
             } catch let e as DarkroomError {
+                previewer?.discard()
                 display.clear()
                 printError(e.description)
                 throw ExitCode(Exit.failure)

@@ -588,4 +588,45 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(record.clipSkip, 2)
         XCTAssertEqual(record.guidanceRescale, 0.5)
     }
+
+    /// --preview N writes NAME.preview.png during the render (jsonl 'preview' events), decoded
+    /// with --preview-decoder or the model folder's vae_tiny/, removed at the end unless
+    /// --keep-preview.
+    func testPreviewsDuringRender() throws {
+        let help = try run(["render", "--help"]).stdout
+        for s in ["--preview", "--preview-decoder", "--keep-preview", "vae_tiny"] { XCTAssertTrue(help.contains(s), "render --help shows \(s)") }
+        let taesd = TestPaths.model("tiny-taesd").path
+        let out = tmp.appendingPathComponent("p.png"), preview = tmp.appendingPathComponent("p.preview.png")
+        let args = ["render", "a red heart", "--steps", "4", "--width", "64", "--height", "64", "--seed", "2", "--output", out.path,
+                    "--progress", "jsonl"]
+        let r = try run(args + ["--model", tiny, "--preview", "2", "--preview-decoder", taesd])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let events = r.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let previews = events.filter { $0["event"] as? String == "preview" }
+        XCTAssertEqual(previews.compactMap { $0["step"] as? Int }, [2, 4])
+        XCTAssertEqual(previews.first?["file"] as? String, preview.path)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: preview.path), "removed once the image is written")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.path))
+
+        // The model folder's vae_tiny/ is used without --preview-decoder; --keep-preview keeps the last one.
+        let model = try copyModel()
+        try FileManager.default.copyItem(at: TestPaths.model("tiny-taesd"), to: model.appendingPathComponent("vae_tiny"))
+        let k = try run(args + ["--model", model.path, "--preview", "3", "--keep-preview"])
+        XCTAssertEqual(k.status, 0, k.stderr)
+        let kept = try PNGFile.read(preview)
+        XCTAssertEqual([kept.image.width, kept.image.height], [64, 64])
+        XCTAssertEqual(kept.text["preview"], "step 3/4")
+        // The same x̂₀ decoded by the same TAESD as with --preview-decoder.
+        let again = tmp.appendingPathComponent("q.png")
+        XCTAssertEqual(try run(["render", "a red heart", "--steps", "4", "--width", "64", "--height", "64", "--seed", "2", "--output", again.path,
+                                "-q", "--model", tiny, "--preview", "3", "--keep-preview", "--preview-decoder", taesd]).status, 0)
+        XCTAssertEqual(try PNGFile.read(tmp.appendingPathComponent("q.preview.png")).image, kept.image)
+        // Previews never change the image.
+        XCTAssertEqual(try PNGFile.read(again).image, try PNGFile.read(out).image)
+
+        assertOneLineError(try run(["render", "x", "--preview", "1", "--preview-decoder", tmp.appendingPathComponent("none").path, "--model", tiny]),
+                           status: 66, mentions: ["none"])
+        XCTAssertEqual(try run(["render", "x", "--keep-preview", "--model", tiny]).status, 64)
+        XCTAssertEqual(try run(["render", "x", "--preview", "0", "--model", tiny]).status, 64)
+    }
 }
