@@ -84,7 +84,7 @@ struct Batch: ParsableCommand {
             printError(e.description)
             throw ExitCode(Exit.noInput)
         }
-        let pipeline = try loadPipeline(runOptions.model)
+        let pipeline = try loadPipeline(runOptions)
         let md = ModelDefaults(model: pipeline.model)
         let g = generation
         let defaults = BatchDefaults(

@@ -9,8 +9,9 @@ struct DarkroomCommand: ParsableCommand {
         abstract: "Text-to-image with Stable Diffusion models, on the CPU.",
         discussion: """
         Renders images from text prompts with a Stable Diffusion 1.x/2.x model in the diffusers \
-        folder layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/). \
-        Without --model, $DARKROOM_MODEL or the model shipped in Models/ is used.
+        folder layout (model_index.json, text_encoder/, tokenizer/, unet/, vae/, scheduler/) or a \
+        single-file .safetensors checkpoint. Without --model, $DARKROOM_MODEL or the model \
+        shipped in Models/ is used.
 
         \(Exit.help)
         """,
@@ -64,15 +65,34 @@ func installInterruptHandlers() {
     signal(SIGTERM, handler)
 }
 
-/// Loads a model, mapping failures to exit code 3 with one error line.
-func loadPipeline(_ explicit: String?) throws -> StableDiffusionPipeline {
-    let folder = ModelLocator.resolve(explicit)
+/// Loads a model folder or single-file checkpoint, mapping failures to exit code 3 with one
+/// error line. Checkpoint options (--prediction, --config, --tokenizer) only apply to a file.
+func loadPipeline(_ options: RunOptions) throws -> StableDiffusionPipeline {
+    let folder = ModelLocator.resolve(options.model)
     do {
-        let pipeline = try StableDiffusionPipeline(folder: folder)
+        let pipeline: StableDiffusionPipeline
+        if let c = options.checkpointOptions {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDir), isDir.boolValue {
+                printError("--prediction, --config and --tokenizer apply to single-file checkpoints; \(folder.path) is a model folder (its own configs are used)")
+                throw ExitCode(Exit.usage)
+            }
+            if !FileManager.default.fileExists(atPath: folder.path) { throw DarkroomError.fileNotFound(path: folder.path) }
+            pipeline = StableDiffusionPipeline(model: try StableDiffusionModel(checkpoint: folder, options: c))
+        } else {
+            pipeline = try StableDiffusionPipeline(folder: folder)
+        }
         for w in pipeline.model.warnings { printWarning(w) }
         return pipeline
     } catch let e as DarkroomError {
         printError(e.description)
+        // Sizes that are not SD's cannot always be inferred from a checkpoint's tensors.
+        if folder.pathExtension.lowercased() == "safetensors", options.config == nil {
+            switch e {
+            case .fileNotFound, .io: break
+            default: printNote("a checkpoint that is not a standard SD 1.x/2.x size may need --config FOLDER (a diffusers folder with its configs)")
+            }
+        }
         throw ExitCode(Exit.model)
     }
 }

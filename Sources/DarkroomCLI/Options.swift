@@ -56,8 +56,24 @@ struct GenerationOptions: ParsableArguments {
 
 /// How the work runs: model, threads, UNet batch size, progress output.
 struct RunOptions: ParsableArguments {
-    @Option(name: [.long, .customShort("m")], help: "Model folder (diffusers layout). Default: $DARKROOM_MODEL, or the model shipped in Models/.")
+    @Option(name: [.long, .customShort("m")], help: "Model folder (diffusers layout) or single-file SD 1.x/2.x .safetensors checkpoint (LDM layout; .ckpt pickles are refused). Default: $DARKROOM_MODEL, or the model shipped in Models/.")
     var model: String?
+
+    @Option(name: .long, help: ArgumentHelp("Single-file checkpoints: what the UNet predicts, epsilon or v_prediction (default: inferred; SD 2.x files count as v_prediction, so SD 2.x base (512) checkpoints need epsilon).", valueName: "type"))
+    var prediction: SchedulerConfig.PredictionType?
+
+    @Option(name: .long, help: ArgumentHelp("Single-file checkpoints: a diffusers model folder whose unet/, vae/, text_encoder/, scheduler/ (and tokenizer/) configs describe the checkpoint, instead of inferring them (diffusers' from_single_file(config=)).", valueName: "folder"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("Single-file checkpoints: a tokenizer folder (vocab.json + merges.txt, or tokenizer.json) instead of the CLIP vocabulary shipped in Models/clip-tokenizer.", valueName: "folder"))
+    var tokenizer: String?
+
+    /// The checkpoint options given on the command line (nil when none was).
+    var checkpointOptions: CheckpointOptions? {
+        guard prediction != nil || config != nil || tokenizer != nil else { return nil }
+        return CheckpointOptions(predictionType: prediction, configFolder: config.map { URL(fileURLWithPath: $0) },
+                                 tokenizerFolder: tokenizer.map { URL(fileURLWithPath: $0) })
+    }
 
     @Option(name: .long, help: "Worker threads (default: all cores).")
     var threads: Int?
@@ -84,6 +100,10 @@ struct RunOptions: ParsableArguments {
 }
 
 extension PromptMode: ExpressibleByArgument {}
+
+extension SchedulerConfig.PredictionType: ExpressibleByArgument {
+    public static var allValueStrings: [String] { ["epsilon", "v_prediction"] }
+}
 
 enum ProgressMode: String, ExpressibleByArgument, CaseIterable {
     case quiet, bar, jsonl

@@ -76,7 +76,7 @@ struct Render: ParsableCommand {
             for i in recipe!.ignored { printWarning("\(from): '\(i)' is not a Darkroom setting and is ignored; the image may differ") }
         }
 
-        let pipeline = try loadPipeline(runOptions.model)
+        let pipeline = try loadPipeline(runOptions)
         if let recipe, let name = recipe.model, name != pipeline.model.name {
             printWarning("\(from!) was made with model '\(name)'; rendering with '\(pipeline.model.name)' (\(pipeline.model.folder.path))")
         }

@@ -629,4 +629,35 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try run(["render", "x", "--keep-preview", "--model", tiny]).status, 64)
         XCTAssertEqual(try run(["render", "x", "--preview", "0", "--model", tiny]).status, 64)
     }
+
+    /// `--model file.safetensors`: a lossless single-file conversion of tiny-sd2 (made by
+    /// Tools/fixtures_singlefile.py and checked there with diffusers' from_single_file) renders
+    /// the folder's PNG exactly; --config gives the tiny sizes, --prediction overrides the
+    /// inferred v-prediction; pickles and checkpoint options on a folder are refused.
+    func testSingleFileCheckpointRendersLikeTheFolder() throws {
+        let help = try run(["render", "--help"]).stdout
+        for s in ["--prediction", "v_prediction", "--config", "--tokenizer", ".safetensors"] { XCTAssertTrue(help.contains(s), "render --help shows \(s)") }
+        let file = TestPaths.fixtures.appendingPathComponent("singlefile/tiny-sd2.safetensors").path
+        let folder = TestPaths.model("tiny-sd2").path
+        let common = ["render", "a watercolor lighthouse", "--steps", "3", "--seed", "7", "--width", "64", "--height", "64", "-q"]
+        let a = tmp.appendingPathComponent("folder.png"), b = tmp.appendingPathComponent("file.png"), c = tmp.appendingPathComponent("eps.png")
+        XCTAssertEqual(try run(common + ["--model", folder, "--output", a.path]).status, 0)
+        let r = try run(common + ["--model", file, "--config", folder, "--output", b.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try PNGFile.read(a).image, try PNGFile.read(b).image, "the same pixels as the folder")
+        let p = try GenerationParameters(parsing: try XCTUnwrap(try PNGFile.info(b).text["parameters"]))
+        XCTAssertEqual(p.model, "tiny-sd2")
+        XCTAssertEqual(try run(common + ["--model", file, "--config", folder, "--prediction", "epsilon", "--output", c.path]).status, 0)
+        XCTAssertNotEqual(try PNGFile.read(b).image, try PNGFile.read(c).image, "--prediction epsilon changes a v-prediction model's image")
+
+        // The tiny sizes cannot be inferred: a clear error, and the hint.
+        let bare = try run(common + ["--model", file])
+        XCTAssertEqual(bare.status, 3, bare.stderr)
+        XCTAssertTrue(bare.stderr.contains("--config"), bare.stderr)
+        let pickle = tmp.appendingPathComponent("model.ckpt")
+        try Data("not a pickle".utf8).write(to: pickle)
+        assertOneLineError(try run(["render", "x", "--model", pickle.path]), status: 3, mentions: ["pickle", ".safetensors"])
+        assertOneLineError(try run(["render", "x", "--model", folder, "--prediction", "epsilon"]), status: 64, mentions: ["single-file"])
+        XCTAssertEqual(try run(["render", "x", "--model", file, "--prediction", "x0"]).status, 64)
+    }
 }
