@@ -24,21 +24,36 @@ public struct BatchJob: Sendable, Equatable {
     public var source: Source?
     /// The image's number within its line (0 ..< count); its seed is the line's seed plus this.
     public var imageInLine: Int
+    /// Image-to-image: the PNG to start from and the strength; nil for text-to-image.
+    public var initImage: InitImage?
 
-    public init(index: Int, request: GenerationRequest, source: Source? = nil, imageInLine: Int = 0) {
+    /// The start of an image-to-image job.
+    public struct InitImage: Sendable, Equatable {
+        public var url: URL
+        /// In (0, 1]: how much of the image is repainted.
+        public var strength: Float
+        public init(url: URL, strength: Float) {
+            self.url = url
+            self.strength = strength
+        }
+    }
+
+    public init(index: Int, request: GenerationRequest, source: Source? = nil, imageInLine: Int = 0, initImage: InitImage? = nil) {
         self.index = index
         self.request = request
         self.source = source
         self.imageInLine = imageInLine
+        self.initImage = initImage
     }
 
     /// Jobs for `count` images of one request, seeds `request.seed`, `+ 1`, ... (A1111's batch
     /// convention), indices from `firstIndex`.
-    public static func series(_ request: GenerationRequest, count: Int, firstIndex: Int = 0, source: Source? = nil) -> [BatchJob] {
+    public static func series(_ request: GenerationRequest, count: Int, firstIndex: Int = 0, source: Source? = nil,
+                              initImage: InitImage? = nil) -> [BatchJob] {
         (0..<count).map { k in
             var r = request
             r.seed = request.seed &+ UInt64(k)
-            return BatchJob(index: firstIndex + k, request: r, source: source, imageInLine: k)
+            return BatchJob(index: firstIndex + k, request: r, source: source, imageInLine: k, initImage: initImage)
         }
     }
 }

@@ -137,23 +137,32 @@ public final class BatchRunner: @unchecked Sendable {
 
         // Complete images whose record was lost (killed between the rename and the append).
         for (job, file) in plan.done where !recorded.contains(file) {
-            try? writer.append(record(job, file: file, seconds: nil, batchSize: 1))
+            if let p = try? parameters(for: job) { try? writer.append(record(job, file: file, parameters: p, seconds: nil, batchSize: 1)) }
         }
 
         var queue = plan.toMake[...]
         batches: while !queue.isEmpty {
             if isCancelled { summary.cancelled = true; break }
             var group = [queue.removeFirst()]
-            while group.count < options.batchSize, let next = queue.first, pipeline.canBatch(group[0].job.request, next.job.request) {
+            // Image-to-image jobs run one at a time (each has its own start).
+            while group.count < options.batchSize, group[0].job.initImage == nil, let next = queue.first, next.job.initImage == nil,
+                  pipeline.canBatch(group[0].job.request, next.job.request) {
                 group.append(queue.removeFirst())
             }
             let jobsInGroup = group.map(\.job)
             observer(.started(jobsInGroup))
             let results: [GeneratedImage]
             do {
-                results = try pipeline.generate(batch: jobsInGroup.map(\.request)) { p in
+                let progress: (GenerationProgress) -> Bool = { p in
                     observer(.step(jobsInGroup, p))
                     return !self.isCancelled
+                }
+                if let start = jobsInGroup[0].initImage {
+                    let image = try PNGFile.read(start.url).image
+                    results = [try pipeline.generate(jobsInGroup[0].request, initImage: image, strength: start.strength,
+                                                     encoder: pipeline.model.vaeEncoder(), progress: progress)]
+                } else {
+                    results = try pipeline.generate(batch: jobsInGroup.map(\.request), progress: progress)
                 }
             } catch DarkroomError.cancelled {
                 summary.cancelled = true
@@ -170,7 +179,7 @@ public final class BatchRunner: @unchecked Sendable {
             for ((job, base), result) in zip(group, results) {
                 do {
                     let file = try place(result.image, parametersText: result.parameters.a1111Text, base: base, jobIndex: job.index)
-                    try writer.append(record(job, file: file, seconds: result.seconds, batchSize: group.count))
+                    try writer.append(record(job, file: file, parameters: result.parameters, seconds: result.seconds, batchSize: group.count))
                     summary.made += 1
                     observer(.finished(job, file: file, seconds: result.seconds))
                 } catch let e as DarkroomError {
@@ -195,11 +204,11 @@ public final class BatchRunner: @unchecked Sendable {
         let mine = jobs.filter { options.shard.contains(jobIndex: $0.index) }
         var plan = BatchPlan(total: mine.count, toMake: [], done: [], invalid: [])
         for job in mine {
-            do { _ = try pipeline.validate(job.request) } catch {
+            let parameters: GenerationParameters
+            do { parameters = try self.parameters(for: job) } catch {
                 plan.invalid.append((job, (error as? DarkroomError)?.description ?? "\(error)"))
                 continue
             }
-            let parameters = pipeline.parameters(for: job.request)
             let base = options.namePattern.relativePath(for: job, parameters: parameters)
             if let existing = Self.existingImage(base: base, in: out, parametersText: parameters.a1111Text) {
                 plan.done.append((job, existing))
@@ -210,12 +219,25 @@ public final class BatchRunner: @unchecked Sendable {
         return plan
     }
 
-    func record(_ job: BatchJob, file: String, seconds: Double?, batchSize: Int) -> ManifestRecord {
-        let p = pipeline.parameters(for: job.request)
-        return ManifestRecord(file: file, index: job.index, source: job.source?.description, request: job.request,
-                              width: p.width, height: p.height, model: pipeline.model.name,
-                              modelPath: pipeline.model.folder.standardizedFileURL.path, modelHash: modelHash,
-                              seconds: seconds, batchSize: batchSize, shard: options.shard.description)
+    /// The parameters text a job's image carries (checking the job against the model): for an
+    /// image-to-image job its size comes from the init image's PNG header, and it records the
+    /// strength.
+    public func parameters(for job: BatchJob) throws -> GenerationParameters {
+        guard let start = job.initImage else {
+            _ = try pipeline.validate(job.request)
+            return pipeline.parameters(for: job.request)
+        }
+        let info = try PNGFile.info(start.url)
+        let p = try pipeline.plan(job.request, initImageWidth: info.width, initImageHeight: info.height, strength: start.strength)
+        return pipeline.parameters(for: job.request, plan: p, strength: start.strength)
+    }
+
+    func record(_ job: BatchJob, file: String, parameters p: GenerationParameters, seconds: Double?, batchSize: Int) -> ManifestRecord {
+        ManifestRecord(file: file, index: job.index, source: job.source?.description, request: job.request,
+                       width: p.width, height: p.height, model: pipeline.model.name,
+                       modelPath: pipeline.model.folder.standardizedFileURL.path, modelHash: modelHash,
+                       seconds: seconds, batchSize: batchSize, shard: options.shard.description,
+                       initImage: job.initImage?.url.path, strength: job.initImage?.strength)
     }
 
     // MARK: - Files

@@ -26,6 +26,9 @@ public struct ManifestRecord: Sendable, Equatable {
     public var clipSkip: Int
     public var guidanceRescale: Float
     public var promptMode: String
+    /// img2img jobs: the init image's path and the strength (nil for text-to-image).
+    public var initImage: String?
+    public var strength: Float?
     /// The model's name (its folder name, as in the PNG), path and fingerprint.
     public var model: String
     public var modelPath: String
@@ -42,7 +45,7 @@ public struct ManifestRecord: Sendable, Equatable {
 
     public init(file: String, index: Int, source: String?, request r: GenerationRequest, width: Int, height: Int,
                 model: String, modelPath: String, modelHash: String, modelHashMethod: String = ModelFingerprint.method,
-                seconds: Double?, batchSize: Int, shard: String, created: Date = Date()) {
+                seconds: Double?, batchSize: Int, shard: String, created: Date = Date(), initImage: String? = nil, strength: Float? = nil) {
         self.file = file
         self.index = index
         self.source = source
@@ -58,6 +61,8 @@ public struct ManifestRecord: Sendable, Equatable {
         clipSkip = r.clipSkip
         guidanceRescale = r.guidanceRescale
         promptMode = r.promptMode.rawValue
+        self.initImage = initImage
+        self.strength = strength
         self.model = model
         self.modelPath = modelPath
         self.modelHash = modelHash
@@ -82,6 +87,7 @@ public struct ManifestRecord: Sendable, Equatable {
             ("steps", .int(Int64(steps))), ("guidance_scale", .float(guidanceScale)), ("width", .int(Int64(width))),
             ("height", .int(Int64(height))), ("sampler", .string(sampler)), ("eta", .float(eta)),
             ("clip_skip", .int(Int64(clipSkip))), ("guidance_rescale", .float(guidanceRescale)), ("prompt_mode", .string(promptMode)),
+            ("init_image", initImage.map { .string($0) } ?? .null), ("strength", strength.map { .float($0) } ?? .null),
             ("model", .string(model)), ("model_path", .string(modelPath)), ("model_hash", .string(modelHash)),
             ("model_hash_method", .string(modelHashMethod)),
             ("seconds", seconds.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
@@ -114,6 +120,8 @@ public struct ManifestRecord: Sendable, Equatable {
         clipSkip = Int(num("clip_skip") ?? 1)
         guidanceRescale = Float(num("guidance_rescale") ?? 0)
         promptMode = str("prompt_mode") ?? PromptMode.auto.rawValue
+        initImage = str("init_image")
+        strength = num("strength").map { Float($0) }
         model = str("model") ?? ""
         modelPath = str("model_path") ?? ""
         modelHash = str("model_hash") ?? ""

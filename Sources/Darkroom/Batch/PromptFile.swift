@@ -16,6 +16,10 @@ public struct PromptEntry: Sendable, Equatable {
     public var clipSkip: Int?
     public var promptMode: PromptMode?
     public var guidanceRescale: Float?
+    /// img2img: the init image as written in the line (relative paths are relative to the
+    /// prompts file's folder) and the strength.
+    public var initImage: String?
+    public var strength: Float?
 
     public init(source: BatchJob.Source, prompt: String) {
         self.source = source
@@ -97,18 +101,24 @@ public struct PromptFile: Sendable {
 
     /// The keys a JSON line may have.
     public static let keys = ["prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "count", "sampler", "eta",
-                              "clip_skip", "prompt_mode", "guidance_rescale"]
+                              "clip_skip", "prompt_mode", "guidance_rescale", "init_image", "strength"]
     /// Likely mistakes, for the error message.
     static let suggestions = ["negative": "negative_prompt", "cfg_scale": "guidance_scale", "cfg": "guidance_scale",
                               "guidance": "guidance_scale", "num_inference_steps": "steps", "n": "count",
                               "num_images": "count", "scheduler": "sampler", "text": "prompt",
-                              "clipskip": "clip_skip", "clip-skip": "clip_skip", "cfg_rescale": "guidance_rescale"]
+                              "clipskip": "clip_skip", "clip-skip": "clip_skip", "cfg_rescale": "guidance_rescale",
+                              "image": "init_image", "init-image": "init_image", "denoising_strength": "strength"]
     /// Larger files or lines are refused rather than read into memory.
     public static let maxFileBytes = 256 << 20
     public static let maxLineBytes = 1 << 20
     public static let maxCount = 10000
 
     public let path: String
+    /// Where relative `init_image` paths start: the prompts file's folder (`load`), or the
+    /// current folder (standard input, `init(data:)` without one).
+    public var baseDirectory: URL?
+    /// The strength of an `init_image` line without a `strength` key (as `render --strength`).
+    public static let defaultStrength: Float = 0.75
     /// The format used (never `.auto`).
     public let format: Format
     public let lines: [Line]
@@ -132,7 +142,9 @@ public struct PromptFile: Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw DarkroomError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
         }
-        return PromptFile(data: data, path: shown, format: format)
+        var file = PromptFile(data: data, path: shown, format: format)
+        file.baseDirectory = url.deletingLastPathComponent()
+        return file
     }
 
     public init(data: Data, path: String, format: Format = .auto) {
@@ -217,13 +229,22 @@ public struct PromptFile: Sendable {
                 problems.append(p)
             case .entry(let e):
                 let n = e.count ?? d.count
-                let request = GenerationRequest(
+                var request = GenerationRequest(
                     prompt: e.prompt, negativePrompt: e.negativePrompt ?? d.negativePrompt, steps: e.steps ?? d.steps,
                     guidanceScale: e.guidanceScale ?? d.guidanceScale, width: e.width ?? d.width, height: e.height ?? d.height,
                     seed: e.seed ?? d.seed ?? UInt64(next), eta: e.eta ?? d.eta, sampler: e.sampler ?? d.sampler,
                     clipSkip: e.clipSkip ?? d.clipSkip, promptMode: e.promptMode ?? d.promptMode,
                     guidanceRescale: e.guidanceRescale ?? d.guidanceRescale)
-                jobs += BatchJob.series(request, count: n, firstIndex: next, source: e.source)
+                var initImage: BatchJob.InitImage?
+                if let path = e.initImage {
+                    let base = baseDirectory ?? URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+                    let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)
+                    initImage = BatchJob.InitImage(url: url.standardizedFileURL, strength: e.strength ?? Self.defaultStrength)
+                    // img2img takes the init image's size unless the line itself gives one.
+                    request.width = e.width
+                    request.height = e.height
+                }
+                jobs += BatchJob.series(request, count: n, firstIndex: next, source: e.source, initImage: initImage)
                 next += n
             }
         }
@@ -287,6 +308,13 @@ public struct PromptFile: Sendable {
         e.width = try int("width", 8...8192, multipleOf: 8)
         e.height = try int("height", 8...8192, multipleOf: 8)
         e.eta = try float("eta", 0...1)
+        e.initImage = try string("init_image")
+        if e.initImage?.isEmpty == true { throw fail("'init_image' is empty") }
+        if let v = value["strength"], v != .null {
+            guard case .number(let d) = v, d > 0, d <= 1 else { throw fail("'strength' must be a number greater than 0 and at most 1, found \(describe(v))") }
+            guard e.initImage != nil else { throw fail("'strength' needs an 'init_image'") }
+            e.strength = Float(d)
+        }
         e.clipSkip = try int("clip_skip", 1...64)
         e.guidanceRescale = try float("guidance_rescale", 0...1)
         if let name = try string("prompt_mode") {

@@ -87,23 +87,29 @@ extension StableDiffusionPipeline {
 
     /// Checks an image-to-image request and resolves its sizes and schedule.
     public func plan(_ r: GenerationRequest, initImage: RGBImage, strength: Float) throws -> ImageToImagePlan {
+        try plan(r, initImageWidth: initImage.width, initImageHeight: initImage.height, strength: strength)
+    }
+
+    /// `plan(_:initImage:strength:)` from the init image's size alone (e.g. a PNG header), so a
+    /// batch can name and check its images before reading any pixels.
+    public func plan(_ r: GenerationRequest, initImageWidth iw: Int, initImageHeight ih: Int, strength: Float) throws -> ImageToImagePlan {
         guard strength.isFinite, strength > 0, strength <= 1 else {
             throw DarkroomError.invalidArgument("strength \(strength) must be greater than 0 and at most 1")
         }
-        guard initImage.width > 0, initImage.height > 0 else {
-            throw DarkroomError.invalidArgument("the init image is empty (\(initImage.width)x\(initImage.height))")
+        guard iw > 0, ih > 0 else {
+            throw DarkroomError.invalidArgument("the init image is empty (\(iw)x\(ih))")
         }
-        guard initImage.width <= 8192, initImage.height <= 8192 else {
-            throw DarkroomError.invalidArgument("the init image is \(initImage.width)x\(initImage.height); at most 8192 pixels a side are accepted")
+        guard iw <= 8192, ih <= 8192 else {
+            throw DarkroomError.invalidArgument("the init image is \(iw)x\(ih); at most 8192 pixels a side are accepted")
         }
         let f = model.vaeScaleFactor
         var sized = r
         // diffusers: the image's size rounded down to a multiple of the VAE factor.
-        sized.width = r.width ?? initImage.width - initImage.width % f
-        sized.height = r.height ?? initImage.height - initImage.height % f
+        sized.width = r.width ?? iw - iw % f
+        sized.height = r.height ?? ih - ih % f
         if (r.width == nil && sized.width! < f) || (r.height == nil && sized.height! < f) {
             throw DarkroomError.invalidArgument(
-                "the init image is \(initImage.width)x\(initImage.height); img2img needs at least \(f)x\(f) pixels (or an explicit width and height)")
+                "the init image is \(iw)x\(ih); img2img needs at least \(f)x\(f) pixels (or an explicit width and height)")
         }
         let (width, height) = try validate(sized)
         guard SamplerKind.imageToImageKinds.contains(r.sampler) else {
@@ -120,7 +126,7 @@ extension StableDiffusionPipeline {
                 "strength \(strength) with \(r.steps) steps runs no denoising step (int(steps × strength) = 0); raise the strength or the steps")
         }
         return ImageToImagePlan(width: width, height: height,
-                                resizesImage: width != initImage.width || height != initImage.height,
+                                resizesImage: width != iw || height != ih,
                                 stepsRun: initSteps, startStep: r.steps - initSteps)
     }
 
@@ -211,12 +217,16 @@ extension StableDiffusionPipeline {
         latents = try denoise(latents: latents, embeddings: embeddings, request: r, sampler: sampler, startStep: p.startStep,
                               generator: &generator, progress: progress, observe: onStep)
         let decoded = decode(latents)
-        let params = GenerationParameters(
+        return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded),
+                              parameters: parameters(for: r, plan: p, strength: strength), seconds: Date().timeIntervalSince(began))
+    }
+
+    /// The metadata of an image-to-image result: the plan's size and A1111's "Denoising strength".
+    public func parameters(for r: GenerationRequest, plan p: ImageToImagePlan, strength: Float) -> GenerationParameters {
+        GenerationParameters(
             prompt: r.prompt, negativePrompt: r.negativePrompt, steps: r.steps, sampler: r.sampler.a1111Name,
             cfgScale: Double(r.guidanceScale), seed: r.seed, width: p.width, height: p.height, model: model.name,
             extra: [.init("Denoising strength", strength.description)] + Self.extraParameters(r))
-        return GeneratedImage(pixels: Self.unitPixels(decoded), image: RGBImage(decoded: decoded), parameters: params,
-                              seconds: Date().timeIntervalSince(began))
     }
 }
 
