@@ -78,7 +78,7 @@ struct RunOptions: ParsableArguments {
     @Option(name: .long, help: "Worker threads (default: all cores).")
     var threads: Int?
 
-    @Option(name: .customLong("batch-size"), help: "Images that go through the UNet together (same size, steps and sampler); the images are the same as one at a time. On a CPU this was not measurably faster (see the README).")
+    @Option(name: .customLong("batch-size"), help: "Images that go through the UNet together (same size, steps, sampler and prompt length in 75-token chunks); the images are the same as one at a time. On a CPU this was not measurably faster (see the README).")
     var batchSize: Int = 1
 
     @Option(name: .long, help: "Progress on stderr: bar (two bars on a terminal, a line per image otherwise), jsonl (one JSON object per event, for scripts) or quiet.")
