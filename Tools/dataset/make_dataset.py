@@ -53,7 +53,9 @@ def fetch(cache):
     for pkg in PACKAGES:
         found = sorted(glob.glob(os.path.join(debs, pkg + "_*.deb")))
         if not found:
-            subprocess.run(["apt-get", "download", pkg], cwd=debs, check=True)
+            if subprocess.run(["apt-get", "download", pkg], cwd=debs).returncode != 0:
+                sys.exit("make_dataset: `apt-get download %s` failed; on a fresh machine run "
+                         "`apt-get update` first (the package lists may be empty)" % pkg)
             found = sorted(glob.glob(os.path.join(debs, pkg + "_*.deb")))
         deb = found[-1]
         root = os.path.join(debs, "x_" + os.path.basename(deb)[:-4])

@@ -66,9 +66,25 @@ SCHEDULER_CONFIG = dict(
 )
 
 
+# A file holding a thread count (1 or 2) that a running job rereads every few steps, so a long
+# run can give a core back to other work on the shared machine without stopping.
+THREADS_FILE = os.environ.get("DARKROOM_TRAIN_THREADS_FILE", os.path.join(WORK, "threads"))
+
+
 def set_threads():
     torch.set_num_threads(2)
     torch.set_num_interop_threads(1)
+    poll_threads()
+
+
+def poll_threads():
+    try:
+        n = int(open(THREADS_FILE).read().strip())
+    except (OSError, ValueError):
+        return
+    if n >= 1 and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+        print("threads ->", n, flush=True)
 
 
 def write_tokenizer(folder):

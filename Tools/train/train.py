@@ -59,8 +59,16 @@ def cmd_vae(a):
         lr = a.lr * min(1.0, (step + 1) / 200) * (0.5 * (1 + math.cos(math.pi * step / a.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(0, n, (a.batch,), generator=gen)
+        full = a.crop <= 0 or step >= a.steps - a.full_steps
+        B = a.batch if not full else max(1, a.batch * a.crop * a.crop // (64 * 64)) if a.crop > 0 else a.batch
+        idx = torch.randint(0, n, (B,), generator=gen)
         x = x_all[idx]
+        if not full:
+            # Random crops (aligned to the f=4 grid): the autoencoder is convolutional, so small
+            # crops teach the same local reconstruction at a fraction of the cost per sample. The
+            # last --full-steps steps run on whole images so GroupNorm sees whole-image statistics.
+            oy, ox = (int(v) * 4 for v in torch.randint(0, (x.shape[-1] - a.crop) // 4 + 1, (2,), generator=gen))
+            x = x[:, :, oy:oy + a.crop, ox:ox + a.crop]
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
@@ -75,6 +83,7 @@ def cmd_vae(a):
         step += 1
         acc.append((loss.item(), l1.item(), kl.item()))
         if step % 50 == 0:
+            C.poll_threads()
             m = np.mean(acc, 0)
             acc = []
             ck.log([step, round(spent + time.process_time() - c0, 1), round(time.time() - t0, 1), "%.5f" % m[0], "%.5f" % m[1], "%.5f" % m[2], "%.2e" % lr], hdr)
@@ -248,6 +257,7 @@ def cmd_unet(a):
             torch._foreach_lerp_(ema_params, params, 1 - d)
         acc.append(per_sample.mean().item())
         if step % a.log_every == 0:
+            C.poll_threads()
             now = time.time()
             ck.log([step, round(spent + time.process_time() - c0, 1), round(now - t0, 1), "%.5f" % np.mean(acc), "%.2e" % lr,
                     "%.2f" % (a.log_every * B / (now - tlog))], hdr)
@@ -270,6 +280,8 @@ def main():
     v.add_argument("--batch", type=int, default=16)
     v.add_argument("--lr", type=float, default=1e-3)
     v.add_argument("--kl", type=float, default=1e-4)
+    v.add_argument("--crop", type=int, default=0, help="train on random CROPxCROP crops (0: whole images)")
+    v.add_argument("--full-steps", type=int, default=200, help="with --crop: the last N steps use whole images")
     v.add_argument("--resume", action="store_true")
     sub.add_parser("cache")
     p = sub.add_parser("pilot")
