@@ -34,7 +34,12 @@ def export(a):
     te.load_state_dict(st["ema_te" if not a.raw else "te"])
     unet = UNet2DConditionModel(**C.unet_config(st["unet_name"]))
     unet.load_state_dict(st["ema_unet" if not a.raw else "unet"])
-    vae = AutoencoderKL.from_pretrained(os.path.join(C.WORK, "vae"))
+    # The decoder fine-tuned with the colour term (decoder.py) when it exists; same encoder.
+    vae_dir = os.path.join(C.WORK, "vae-ft")
+    if not os.path.isdir(vae_dir):
+        vae_dir = os.path.join(C.WORK, "vae")
+    print("VAE from", vae_dir)
+    vae = AutoencoderKL.from_pretrained(vae_dir)
     vae.register_to_config(scaling_factor=float(st["scaling_factor"]))
     for m in (te, unet, vae):
         m.to(torch.float16)
