@@ -23,6 +23,7 @@ missing or when the dataset, prompt list or judge code changed).
 """
 import argparse
 import itertools
+import math
 import json
 import os
 import shlex
@@ -205,8 +206,19 @@ def negative_effects(negatives, jobs, images, net):
     all_ch = [s["change"] for c in cases for s in c["seeds"]]
     col = [s["change"] for c in cases if c["measure"]["kind"] == "colour" for s in c["seeds"]]
     grp = [s["change"] for c in cases if c["measure"]["kind"] == "group" for s in c["seeds"]]
+    # how much the measure moves between two seeds of the same prompt (no negative): the noise
+    # that a change has to stand out from
+    seed_noise = [abs(a["without"] - b["without"]) for c in cases
+                  for a, b in itertools.combinations(c["seeds"], 2)]
+    moved = int(sum(c < 0 for c in all_ch))
+    n_changed = int(sum(c != 0 for c in all_ch))
     summary = {
         "cases": len(cases), "pairs": len(all_ch),
+        "seed_noise_mean_abs": float(np.mean(seed_noise)) if seed_noise else None,
+        "mean_abs_change": float(np.mean(np.abs(all_ch))) if all_ch else None,
+        # one-sided sign test over the pairs that changed: P(>= moved of n_changed | p = 1/2)
+        "sign_test_p": sum(math.comb(n_changed, k) for k in range(moved, n_changed + 1)) / 2 ** n_changed
+        if n_changed else None,
         "pairs_moved": int(sum(c < 0 for c in all_ch)),
         "cases_moved": int(sum(c["change"] < 0 for c in cases)),
         "mean_change": float(np.mean(all_ch)) if all_ch else None,
@@ -313,11 +325,9 @@ def write_markdown(args, report, command):
     if report.get("render"):
         r = report["render"]
         L.append("Rendered with the Swift CLI (`darkroom batch`, %d images in %.0f s): %s, %s steps, "
-                 "guidance %s, %sx%s. Judge: %s (held out: %d real images of %d emoji it never saw; "
-                 "trained %.0f CPU-s, cached in `%s`)." % (
+                 "guidance %s, %sx%s. Judge: `%s` (trained in %.0f CPU-s; see the last section)." % (
                      r["images"], r["seconds"], r["sampler"], r["steps"], r["guidance_scale"], r["width"],
-                     r["height"], "small CNN, 2 heads (group, colour)", jd["heldout_images"],
-                     jd["heldout_bases"], jd["cpu_seconds"], report["judge_path"]))
+                     r["height"], report["judge_path"], jd["cpu_seconds"]))
         L.append("")
         L.append("Batch command: `%s`" % report["render"]["command"])
         L.append("")
@@ -395,6 +405,12 @@ def write_markdown(args, report, command):
                      s["pairs_colour"], s["pairs_group_moved"], s["pairs_group"],
                      100 * (s["mean_change_colour"] or 0), s["mean_change_group"] or 0))
         L.append("")
+        if s["sign_test_p"] is not None:
+            L.append("One-sided sign test over the image pairs: p = %.2g. For scale: the measure differs by %.3f "
+                     "on average between two seeds of the same prompt without a negative prompt; the mean "
+                     "absolute change from adding the negative prompt is %.3f." % (
+                         s["sign_test_p"], s["seed_noise_mean_abs"] or 0, s["mean_abs_change"] or 0))
+            L.append("")
     div = report.get("diversity")
     if div:
         L.append("## (c) Diversity")
