@@ -27,7 +27,7 @@ def export(a):
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
     from diffusers import UNet2DConditionModel
-    st = torch.load(os.path.join(C.WORK, "unet-" + a.unet, "checkpoint.pt"), map_location="cpu", weights_only=False)
+    st = torch.load(os.path.join(C.WORK, a.run or "unet-" + a.unet, "checkpoint.pt"), map_location="cpu", weights_only=False)
     out = a.out
     os.makedirs(out, exist_ok=True)
     te = CLIPTextModel(CLIPTextConfig(**C.TEXT_CONFIG))
@@ -48,6 +48,7 @@ def export(a):
     vae.save_pretrained(os.path.join(out, "vae"), safe_serialization=True)
     C.write_tokenizer(os.path.join(out, "tokenizer"))
     sched = DDIMScheduler(**{k: v for k, v in C.SCHEDULER_CONFIG.items() if not k.startswith("_")})
+    sched.register_to_config(prediction_type=st.get("prediction", "epsilon"))
     sched.save_pretrained(os.path.join(out, "scheduler"))
     index = {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": __import__("diffusers").__version__,
@@ -72,7 +73,8 @@ def export(a):
         json.dump(cfg, f, indent=2, sort_keys=True)
         f.write("\n")
     info = {"training_steps": st["step"], "training_seconds": round(st["spent"]), "unet": st["unet_name"],
-            "scaling_factor": st["scaling_factor"], "args": st.get("args")}
+            "scaling_factor": st["scaling_factor"], "args": st.get("args"),
+            "prediction": st.get("prediction", "epsilon")}
     print(json.dumps(info))
     return info
 
@@ -105,13 +107,17 @@ def main():
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--grid", default=os.path.join(C.WORK, "grids", "latest.png"))
+    ap.add_argument("--run", default="", help="run folder under the training dir (default unet-<unet>)")
     ap.add_argument("--raw", action="store_true", help="export the raw (non-EMA) weights")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--no-render", action="store_true", help="export only (no diffusers check grid)")
     ap.add_argument("--try-guidance", default="", help="also render grids at these guidance scales, e.g. 2,7.5")
     a = ap.parse_args()
     C.set_threads()
     if not a.render_only:
         export(a)
+    if a.no_render:
+        return
     render(a)
     for g in [float(v) for v in a.try_guidance.split(",") if v]:
         render(a, g, a.grid.replace(".png", "-g%g.png" % g))

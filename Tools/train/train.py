@@ -200,8 +200,17 @@ def cmd_unet(a):
     for p in list(ema_te.parameters()) + list(ema_unet.parameters()):
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(a.seed)
-    ck = C.Checkpointer(os.path.join(C.WORK, "unet-" + a.unet), a.ckpt_every)
+    ck = C.Checkpointer(os.path.join(C.WORK, a.run or "unet-" + a.unet), a.ckpt_every)
     step, spent = 0, 0.0
+    if a.init_from and not (a.resume and ck.exists()):
+        # Start from another run's weights (e.g. an epsilon run switched to v-prediction): the
+        # features carry over; optimizer moments and EMA start fresh for the new objective.
+        st = torch.load(a.init_from, map_location="cpu", weights_only=False)
+        te.load_state_dict(st["te"])
+        unet.load_state_dict(st["unet"])
+        ema_te.load_state_dict(st["te"])
+        ema_unet.load_state_dict(st["unet"])
+        print("initialised from %s (step %d, %s)" % (a.init_from, st["step"], st.get("prediction", "epsilon")))
     if a.resume and ck.exists():
         st = ck.load()
         te.load_state_dict(st["te"])
@@ -221,7 +230,8 @@ def cmd_unet(a):
         ck.save({"te": te.state_dict(), "unet": unet.state_dict(), "ema_te": ema_te.state_dict(),
                  "ema_unet": ema_unet.state_dict(), "opt": opt.state_dict(), "step": step,
                  "spent": spent + time.process_time() - c0, "rng": C.rng_state(gen), "unet_name": a.unet,
-                 "scaling_factor": scale, "args": vars(a)})
+                 "scaling_factor": scale, "args": vars(a),
+                 "prediction": a.prediction})
         print("checkpoint at step %d" % step, flush=True)
 
     te.train()
@@ -244,8 +254,16 @@ def cmd_unet(a):
         zt = sched.add_noise(z0, noise, t)
         enc = te(ids).last_hidden_state
         pred = unet(zt, t, enc).sample
-        per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-        w = torch.clamp(snr[t], max=a.min_snr) / snr[t]  # min-SNR-gamma weighting for epsilon
+        if a.prediction == "v_prediction":
+            # v = sqrt(abar)*eps - sqrt(1-abar)*x0: at high noise the model predicts the image (an
+            # under-trained model gives a blurry mean with the right colours, not noise); at low
+            # noise it predicts the noise. min-SNR-gamma weight for v: min(SNR, gamma) / (SNR + 1).
+            target = sched.get_velocity(z0, noise, t)
+            w = torch.clamp(snr[t], max=a.min_snr) / (snr[t] + 1)
+        else:
+            target = noise
+            w = torch.clamp(snr[t], max=a.min_snr) / snr[t]  # min-SNR-gamma weighting for epsilon
+        per_sample = ((pred - target) ** 2).mean(dim=(1, 2, 3))
         loss = (w * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -299,6 +317,9 @@ def main():
     u.add_argument("--ema", type=float, default=0.999)
     u.add_argument("--min-snr", type=float, default=5.0)
     u.add_argument("--log-every", type=int, default=20)
+    u.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"])
+    u.add_argument("--run", default="", help="run folder name under the training dir (default unet-<name>)")
+    u.add_argument("--init-from", default="", help="start from this checkpoint's weights (fresh optimizer and EMA)")
     u.add_argument("--resume", action="store_true")
     a = ap.parse_args()
     {"vae": cmd_vae, "cache": cmd_cache, "pilot": cmd_pilot, "unet": cmd_unet}[a.cmd](a)
