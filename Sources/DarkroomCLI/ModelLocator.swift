@@ -5,7 +5,7 @@ import Foundation
 /// (searched upwards from the executable, then from the source checkout it was built from).
 enum ModelLocator {
     /// The folder name of the model shipped in Models/.
-    static let defaultModelName = "tiny-sd1"
+    static let defaultModelName = "darkroom-emoji"
 
     static func resolve(_ explicit: String?) -> URL {
         if let explicit { return URL(fileURLWithPath: explicit) }
