@@ -94,6 +94,11 @@ public final class BatchRunner: @unchecked Sendable {
     public let modelHash: String
     private let lock = NSLock()
     private var cancelFlag = false
+    /// Writes a PNG (complete, under a temporary name that `place` then links into place).
+    /// Tests replace it to inject faults (a full disk, a folder that becomes unwritable).
+    var writePNG: (RGBImage, [(key: String, value: String)], URL) throws -> Void = { try PNGFile.write($0, text: $1, to: $2) }
+    /// Device and inode of the output folder while `run` holds it.
+    private var folderIdentity: (dev: UInt64, ino: UInt64)?
 
     public init(pipeline: StableDiffusionPipeline, options: BatchOptions) throws {
         self.pipeline = pipeline
@@ -112,11 +117,18 @@ public final class BatchRunner: @unchecked Sendable {
     }
 
     /// Runs this shard's share of `jobs`. Throws only when the batch cannot start (folder not
-    /// writable, manifest locked by another process); per-job problems are in the summary.
+    /// writable, another process writing the same folder and shard); per-job problems are in
+    /// the summary. A write error (full disk, the folder removed or made unwritable) stops the
+    /// batch with `stoppedBy` set: every image written so far is complete and recorded, and a
+    /// rerun makes the rest.
     public func run(_ jobs: [BatchJob], observer: @escaping (BatchEvent) -> Void = { _ in }) throws -> BatchSummary {
         let began = Date()
         let out = options.output
         try Self.prepareFolder(out)
+        let folderLock = try FolderLock(folder: out, shard: options.shard)
+        defer { folderLock.release() }
+        folderIdentity = Self.identity(out)
+        defer { folderIdentity = nil }
         let writer = try ManifestWriter(url: out.appendingPathComponent(options.shard.manifestName))
         var recorded = Set<String>()
         for m in Manifest.files(in: out) {
@@ -242,6 +254,12 @@ public final class BatchRunner: @unchecked Sendable {
 
     // MARK: - Files
 
+    static func identity(_ dir: URL) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard stat(dir.path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
     static func prepareFolder(_ dir: URL) throws {
         let fm = FileManager.default
         var isDir: ObjCBool = false
@@ -314,6 +332,13 @@ public final class BatchRunner: @unchecked Sendable {
     /// process made the same job), that copy is kept. Returns the name used.
     func place(_ image: RGBImage, parametersText: String, base: String, jobIndex: Int) throws -> String {
         let out = options.output
+        // A folder removed (or replaced) under a running batch is not silently made again: the
+        // images before would be gone and the manifest's descriptor would point at a deleted file.
+        if let held = folderIdentity {
+            guard let now = Self.identity(out), now == held else {
+                throw DarkroomError.io(path: out.path, reason: "the output folder was removed or replaced while the batch ran")
+            }
+        }
         let dir = out.appendingPathComponent(base).deletingLastPathComponent()
         if !FileManager.default.fileExists(atPath: dir.path) {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
@@ -321,8 +346,8 @@ public final class BatchRunner: @unchecked Sendable {
             }
         }
         let temp = temporaryURL(in: dir, jobIndex: jobIndex)
-        try PNGFile.write(image, text: [("parameters", parametersText)], to: temp)
-        defer { unlink(temp.path) }
+        defer { unlink(temp.path) }  // also after a failed write: never a partial file left behind
+        try writePNG(image, [("parameters", parametersText)], temp)
         for n in 1...1000 {
             let rel = n == 1 ? base : FileNamePattern.alternative(base, number: n)
             let final = out.appendingPathComponent(rel)
