@@ -195,7 +195,7 @@ struct Batch: ParsableCommand {
             throw ExitCode(Exit.interrupted)
         }
         if let stop = summary.stoppedBy {
-            printError("stopped: \(stop.description); \(summary.remaining) images not made. Fix it and run the same command again.")
+            printError("stopped at \(summary.stoppedAt ?? "an image"): \(stop.description); \(summary.made + summary.skipped) of \(summary.total) images are done, \(summary.remaining) not made. Fix it and run the same command again.")
             throw ExitCode(Exit.failure)
         }
         if summary.failed > 0 { throw ExitCode(Exit.failure) }

@@ -71,8 +71,9 @@ final class ReliabilityTests: XCTestCase {
         let s = try runner.run(js) { if case .failed(_, let m) = $0 { failures.append(m) } }
         guard case .io(_, let reason)? = s.stoppedBy else { return XCTFail("stopped by an IO error: \(String(describing: s.stoppedBy))") }
         XCTAssertTrue(reason.contains("No space left"), reason)
-        XCTAssertEqual([s.made, s.failed, s.remaining], [2, 1, 2], "the batch stops at the first write error")
-        XCTAssertEqual(failures.count, 1)
+        XCTAssertEqual([s.made, s.failed, s.remaining], [2, 0, 3], "the batch stops at the first write error, leaving that image for the rerun")
+        XCTAssertEqual(s.stoppedAt, "faults.jsonl:3")
+        XCTAssertEqual(failures, [], "a stop is one message, not a failed image")
         XCTAssertEqual(pngs(out).count, 2)
         try assertSound(out)
         try assertRerunFinishes(out, js, alreadyMade: 2)
@@ -145,7 +146,7 @@ final class ReliabilityTests: XCTestCase {
         chmod(out.path, 0o755)
         guard case .io(_, let reason)? = s.stoppedBy else { return XCTFail("\(String(describing: s.stoppedBy))") }
         XCTAssertTrue(reason.contains("Permission denied"), reason)
-        XCTAssertEqual([s.made, s.failed, s.remaining], [1, 1, 2])
+        XCTAssertEqual([s.made, s.failed, s.remaining], [1, 0, 3])
         // Without root, the lock file could not be removed from the read-only folder (it holds no lock).
         try assertSound(out, allowLockFile: geteuid() != 0)
         try assertRerunFinishes(out, js, alreadyMade: 1)

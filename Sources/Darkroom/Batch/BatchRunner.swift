@@ -63,8 +63,11 @@ public struct BatchSummary: Sendable {
     /// Stopped by `cancel()`; the unfinished jobs are left for a rerun.
     public var cancelled = false
     /// A write error that stopped the batch (full disk, unwritable folder): every later image
-    /// would fail the same way.
+    /// would fail the same way. The job it stopped at is not counted as failed: it is left,
+    /// with the rest, for a rerun.
     public var stoppedBy: DarkroomError?
+    /// Where the batch stopped ("prompts.jsonl:12", or "job 11").
+    public var stoppedAt: String?
     public var seconds: Double = 0
     /// "source: message" for every invalid or failed job.
     public var messages: [String] = []
@@ -195,13 +198,15 @@ public final class BatchRunner: @unchecked Sendable {
                     summary.made += 1
                     observer(.finished(job, file: file, seconds: result.seconds))
                 } catch let e as DarkroomError {
-                    summary.failed += 1
-                    summary.messages.append("\(job.source.map { "\($0)" } ?? "job \(job.index)"): \(e.description)")
-                    observer(.failed(job, message: e.description))
+                    let at = job.source.map { "\($0)" } ?? "job \(job.index)"
                     if case .io = e {
                         summary.stoppedBy = e
+                        summary.stoppedAt = at
                         break batches
                     }
+                    summary.failed += 1
+                    summary.messages.append("\(at): \(e.description)")
+                    observer(.failed(job, message: e.description))
                 }
             }
         }
@@ -347,7 +352,10 @@ public final class BatchRunner: @unchecked Sendable {
         }
         let temp = temporaryURL(in: dir, jobIndex: jobIndex)
         defer { unlink(temp.path) }  // also after a failed write: never a partial file left behind
-        try writePNG(image, [("parameters", parametersText)], temp)
+        do { try writePNG(image, [("parameters", parametersText)], temp) } catch DarkroomError.io(_, let reason) {
+            // Name the image, not its temporary file.
+            throw DarkroomError.io(path: out.appendingPathComponent(base).path, reason: reason)
+        }
         for n in 1...1000 {
             let rel = n == 1 ? base : FileNamePattern.alternative(base, number: n)
             let final = out.appendingPathComponent(rel)
