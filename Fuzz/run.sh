@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds and runs Darkroom's libFuzzer targets for a bounded time each.
-#   Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET ...]     targets: safetensors config tokenizer png json
+#   Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET ...]     targets: safetensors config tokenizer png json prompts parameters
 # Crashes are written to Fuzz/crashes/<target>/; the corpus grows in a scratch copy of
 # Fuzz/corpus/<target>/ (commit interesting new inputs by hand). Exits non-zero on any crash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(json safetensors config tokenizer png)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(json safetensors config tokenizer png prompts parameters)
 build=.build-fuzz; mkdir -p "$build" Fuzz/crashes
 arch_flags=(); [ "$(uname -m)" = x86_64 ] && arch_flags=(-target-cpu haswell)
 

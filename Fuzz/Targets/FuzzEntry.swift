@@ -34,6 +34,20 @@ func fuzzPNG(_ data: Data) {
     guard (try? data.write(to: url)) != nil else { return }
     _ = try? PNGFile.read(url, maxPixels: 1 << 20)
 }
+/// Bytes as a batch prompts file (plain text or JSON Lines, detected as `darkroom batch` does),
+/// turned into jobs; and each line as a manifest record (a rerun reads the folder's manifests).
+func fuzzPrompts(_ data: Data) {
+    let file = PromptFile(data: data, path: "fuzz.jsonl")
+    _ = file.jobs(defaults: BatchDefaults(steps: 20, width: 512, height: 512))
+    if let text = String(data: data, encoding: .utf8) {
+        for line in text.split(separator: "\n").prefix(64) { _ = ManifestRecord(line: String(line)) }
+    }
+}
+/// Bytes as the A1111 `parameters` text of a PNG (`inspect`, `render --from`).
+func fuzzParameters(_ data: Data) {
+    let text = String(decoding: data, as: UTF8.self)
+    if let p = try? GenerationParameters(parsing: text) { _ = try? ImageRecipe(parameters: p) }
+}
 /// Bytes through the strict JSON parser (prompt files, headers, configs all use it).
 func fuzzJSON(_ data: Data) {
     _ = try? JSONParser.parse(data)
@@ -50,8 +64,10 @@ let fuzzTarget: (Data) -> Void = {
     case "tokenizer": return fuzzTokenizer
     case "png": return fuzzPNG
     case "json": return fuzzJSON
+    case "prompts": return fuzzPrompts
+    case "parameters": return fuzzParameters
     default:
-        FileHandle.standardError.write(Data("set DARKROOM_FUZZ_TARGET to safetensors, config, tokenizer, png or json\n".utf8))
+        FileHandle.standardError.write(Data("set DARKROOM_FUZZ_TARGET to safetensors, config, tokenizer, png, json, prompts or parameters\n".utf8))
         exit(2)
     }
 }()

@@ -84,15 +84,41 @@ struct Batch: ParsableCommand {
             printError(e.description)
             throw ExitCode(Exit.noInput)
         }
+        let g = generation
+        func batchDefaults(_ md: ModelDefaults) throws -> BatchDefaults {
+            BatchDefaults(
+                negativePrompt: g.negativePrompt ?? "", seed: g.seed, steps: g.steps ?? md.steps,
+                guidanceScale: g.guidanceScale ?? md.guidanceScale, width: g.width ?? md.width, height: g.height ?? md.height,
+                count: g.count ?? 1, sampler: try parseSampler(g.sampler) ?? md.sampler, eta: g.eta ?? 0,
+                clipSkip: g.clipSkip ?? 1, promptMode: g.promptMode ?? .auto, guidanceRescale: g.guidanceRescale ?? 0)
+        }
+        // Memory, before any weight is loaded: the largest image of this shard decides.
+        if let check = MemoryCheck(runOptions) {
+            let p = check.profile
+            let md = ModelDefaults(folder: ModelLocator.resolve(runOptions.model), defaultSize: p.defaultSize)
+            let mine = file.jobs(defaults: try batchDefaults(md)).jobs.filter { shard.contains(jobIndex: $0.index) }
+            let f = p.vaeScaleFactor
+            var largest: (w: Int, h: Int, img2img: Bool, guidance: Bool)?
+            for job in mine {
+                var w = job.request.width ?? md.width, h = job.request.height ?? md.height
+                if let start = job.initImage, job.request.width == nil || job.request.height == nil,
+                   let info = try? PNGFile.info(start.url) {
+                    w = job.request.width ?? max(f, info.width / f * f)
+                    h = job.request.height ?? max(f, info.height / f * f)
+                }
+                let guidance = job.request.guidanceScale > 1 && p.unet.timeCondProjDim == nil
+                if largest == nil || w * h > largest!.w * largest!.h || (w * h == largest!.w * largest!.h && guidance && !largest!.guidance) {
+                    largest = (w, h, job.initImage != nil, guidance)
+                }
+            }
+            if let l = largest {
+                try check.check(width: l.w, height: l.h, batch: l.img2img ? 1 : min(runOptions.batchSize, mine.count),
+                                guidance: l.guidance, imageToImage: mine.contains { $0.initImage != nil }, ignore: runOptions.ignoreMemoryCheck)
+            }
+        }
         let pipeline = try loadPipeline(runOptions)
         let md = ModelDefaults(model: pipeline.model)
-        let g = generation
-        let defaults = BatchDefaults(
-            negativePrompt: g.negativePrompt ?? "", seed: g.seed, steps: g.steps ?? md.steps,
-            guidanceScale: g.guidanceScale ?? md.guidanceScale, width: g.width ?? md.width, height: g.height ?? md.height,
-            count: g.count ?? 1, sampler: try parseSampler(g.sampler) ?? md.sampler, eta: g.eta ?? 0,
-            clipSkip: g.clipSkip ?? 1, promptMode: g.promptMode ?? .auto, guidanceRescale: g.guidanceRescale ?? 0)
-        let (jobs, allProblems) = file.jobs(defaults: defaults)
+        let (jobs, allProblems) = file.jobs(defaults: try batchDefaults(md))
         // Each shard reports the bad lines whose images would have been its own.
         let problems = allProblems.filter { p in p.indices.map { $0.contains { shard.contains(jobIndex: $0) } } ?? true }
         for p in problems { display.problem(source: p.source.description, message: p.message) }
@@ -169,7 +195,7 @@ struct Batch: ParsableCommand {
             throw ExitCode(Exit.interrupted)
         }
         if let stop = summary.stoppedBy {
-            printError("stopped: \(stop.description); \(summary.remaining) images not made. Fix it and run the same command again.")
+            printError("stopped at \(summary.stoppedAt ?? "an image"): \(stop.description); \(summary.made + summary.skipped) of \(summary.total) images are done, \(summary.remaining) not made. Fix it and run the same command again.")
             throw ExitCode(Exit.failure)
         }
         if summary.failed > 0 { throw ExitCode(Exit.failure) }

@@ -31,7 +31,8 @@ enum Exit {
 
     static let help = """
     Exit codes: 0 success; 1 an image could not be generated or written (the other images were \
-    made); 3 model folder missing or invalid; 64 bad command line; 65 bad input data: lines of \
+    made), or not enough memory for the requested size (refused before loading; the message \
+    names the largest size that fits; --ignore-memory-check runs anyway); 3 model folder missing or invalid; 64 bad command line; 65 bad input data: lines of \
     the prompts file that cannot be used (the other lines were rendered), or an image without \
     generation parameters; 66 prompts file or image missing or unreadable; 130 interrupted \
     (Ctrl-C or SIGTERM; rerun the same command to finish).
@@ -87,7 +88,8 @@ func loadPipeline(_ options: RunOptions) throws -> StableDiffusionPipeline {
     } catch let e as DarkroomError {
         printError(e.description)
         // Sizes that are not SD's cannot always be inferred from a checkpoint's tensors.
-        if folder.pathExtension.lowercased() == "safetensors", options.config == nil {
+        // (Not when the file itself is broken: truncated, a lying header.)
+        if folder.pathExtension.lowercased() == "safetensors", options.config == nil, (try? SafetensorsFile(url: folder)) != nil {
             switch e {
             case .fileNotFound, .io: break
             default: printNote("a checkpoint that is not a standard SD 1.x/2.x size may need --config FOLDER (a diffusers folder with its configs)")

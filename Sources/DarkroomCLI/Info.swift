@@ -23,8 +23,44 @@ struct Info: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of text.")
     var json = false
 
+    @Option(name: .long, help: ArgumentHelp("Estimate the peak memory of a render of this size (and batch size, default 1; with guidance) and compare it with the memory available, as render and batch do before loading.", valueName: "WxH[xB]"))
+    var memory: String?
+
+    func validate() throws {
+        if let memory, Self.parseMemorySize(memory) == nil { throw ValidationError("--memory takes WIDTHxHEIGHT or WIDTHxHEIGHTxBATCH, e.g. 512x512 or 512x768x2") }
+    }
+
+    static func parseMemorySize(_ s: String) -> (w: Int, h: Int, b: Int)? {
+        let parts = s.lowercased().split(separator: "x").map { Int($0) }
+        guard parts.count == 2 || parts.count == 3, parts.allSatisfy({ $0 != nil && $0! >= 1 && $0! <= 65536 }) else { return nil }
+        return (parts[0]!, parts[1]!, parts.count == 3 ? parts[2]! : 1)
+    }
+
+    /// `--memory`: the estimate's parts and the limit, one line each.
+    func memoryReport(_ folder: URL, _ size: (w: Int, h: Int, b: Int)) throws {
+        let p: ModelMemoryProfile
+        let limit: SystemMemory?
+        do {
+            p = try ModelMemoryProfile(model: folder)
+            limit = try SystemMemory.current()
+        } catch let e as DarkroomError {
+            printError(e.description)
+            throw ExitCode(Exit.model)
+        }
+        let e = p.estimate(width: size.w, height: size.h, batch: size.b, guidance: p.unet.timeCondProjDim == nil)
+        let f = SystemMemory.format
+        print("memory for \(size.w)x\(size.h), batch \(size.b): about \(f(e.total)) (\(e.total) bytes) = weights \(f(e.weights)) + \(e.peakPhase) \(f(e.activations)) + base \(f(e.base))")
+        if let limit {
+            print("available: \(f(limit.bytes)) (\(limit.source)): \(e.total <= limit.bytes ? "fits" : "does not fit")")
+            if e.total > limit.bytes, let fit = p.largestFitting(width: size.w, height: size.h, batch: size.b, limit: limit.bytes) {
+                print("largest size that fits: \(fit.width)x\(fit.height)")
+            }
+        }
+    }
+
     func run() throws {
         let folder = ModelLocator.resolve(modelFolder ?? model)
+        if let memory, let size = Self.parseMemorySize(memory) { return try memoryReport(folder, size) }
         let summary: ModelSummary
         let hash: String
         do {

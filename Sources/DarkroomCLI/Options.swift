@@ -89,6 +89,9 @@ struct RunOptions: ParsableArguments {
 
     var progressMode: ProgressMode { quiet ? .quiet : progress ?? .bar }
 
+    @Flag(name: .customLong("ignore-memory-check"), help: "Render even when the memory estimate (weights + the largest working set for the size and batch) exceeds the memory available (cgroup limit or MemAvailable; $DARKROOM_MEMORY_LIMIT overrides it, e.g. 4G). Without it such a run is refused before loading, naming the largest size that fits (exit code 1).")
+    var ignoreMemoryCheck = false
+
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         guard batchSize >= 1, batchSize <= 64 else { throw ValidationError("--batch-size must be between 1 and 64") }

@@ -76,6 +76,23 @@ struct Render: ParsableCommand {
             for i in recipe!.ignored { printWarning("\(from): '\(i)' is not a Darkroom setting and is ignored; the image may differ") }
         }
 
+        // Memory, before any weight is loaded.
+        if let check = MemoryCheck(runOptions) {
+            let p = check.profile, g = generation, r = recipe?.request
+            let d = ModelDefaults(folder: ModelLocator.resolve(runOptions.model), defaultSize: p.defaultSize)
+            var w = g.width ?? r?.width, h = g.height ?? r?.height
+            if let initImage, w == nil || h == nil, let info = try? PNGFile.info(URL(fileURLWithPath: initImage)) {
+                let f = p.vaeScaleFactor
+                w = w ?? max(f, info.width / f * f)
+                h = h ?? max(f, info.height / f * f)
+            }
+            let scale = g.guidanceScale ?? r?.guidanceScale ?? d.guidanceScale
+            try check.check(width: w ?? d.width, height: h ?? d.height,
+                            batch: initImage == nil ? min(runOptions.batchSize, g.count ?? 1) : 1,
+                            guidance: scale > 1 && p.unet.timeCondProjDim == nil, imageToImage: initImage != nil,
+                            ignore: runOptions.ignoreMemoryCheck)
+        }
+
         let pipeline = try loadPipeline(runOptions)
         if let recipe, let name = recipe.model, name != pipeline.model.name {
             printWarning("\(from!) was made with model '\(name)'; rendering with '\(pipeline.model.name)' (\(pipeline.model.folder.path))")

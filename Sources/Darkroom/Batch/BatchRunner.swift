@@ -63,8 +63,11 @@ public struct BatchSummary: Sendable {
     /// Stopped by `cancel()`; the unfinished jobs are left for a rerun.
     public var cancelled = false
     /// A write error that stopped the batch (full disk, unwritable folder): every later image
-    /// would fail the same way.
+    /// would fail the same way. The job it stopped at is not counted as failed: it is left,
+    /// with the rest, for a rerun.
     public var stoppedBy: DarkroomError?
+    /// Where the batch stopped ("prompts.jsonl:12", or "job 11").
+    public var stoppedAt: String?
     public var seconds: Double = 0
     /// "source: message" for every invalid or failed job.
     public var messages: [String] = []
@@ -94,6 +97,11 @@ public final class BatchRunner: @unchecked Sendable {
     public let modelHash: String
     private let lock = NSLock()
     private var cancelFlag = false
+    /// Writes a PNG (complete, under a temporary name that `place` then links into place).
+    /// Tests replace it to inject faults (a full disk, a folder that becomes unwritable).
+    var writePNG: (RGBImage, [(key: String, value: String)], URL) throws -> Void = { try PNGFile.write($0, text: $1, to: $2) }
+    /// Device and inode of the output folder while `run` holds it.
+    private var folderIdentity: (dev: UInt64, ino: UInt64)?
 
     public init(pipeline: StableDiffusionPipeline, options: BatchOptions) throws {
         self.pipeline = pipeline
@@ -112,11 +120,18 @@ public final class BatchRunner: @unchecked Sendable {
     }
 
     /// Runs this shard's share of `jobs`. Throws only when the batch cannot start (folder not
-    /// writable, manifest locked by another process); per-job problems are in the summary.
+    /// writable, another process writing the same folder and shard); per-job problems are in
+    /// the summary. A write error (full disk, the folder removed or made unwritable) stops the
+    /// batch with `stoppedBy` set: every image written so far is complete and recorded, and a
+    /// rerun makes the rest.
     public func run(_ jobs: [BatchJob], observer: @escaping (BatchEvent) -> Void = { _ in }) throws -> BatchSummary {
         let began = Date()
         let out = options.output
         try Self.prepareFolder(out)
+        let folderLock = try FolderLock(folder: out, shard: options.shard)
+        defer { folderLock.release() }
+        folderIdentity = Self.identity(out)
+        defer { folderIdentity = nil }
         let writer = try ManifestWriter(url: out.appendingPathComponent(options.shard.manifestName))
         var recorded = Set<String>()
         for m in Manifest.files(in: out) {
@@ -183,13 +198,15 @@ public final class BatchRunner: @unchecked Sendable {
                     summary.made += 1
                     observer(.finished(job, file: file, seconds: result.seconds))
                 } catch let e as DarkroomError {
-                    summary.failed += 1
-                    summary.messages.append("\(job.source.map { "\($0)" } ?? "job \(job.index)"): \(e.description)")
-                    observer(.failed(job, message: e.description))
+                    let at = job.source.map { "\($0)" } ?? "job \(job.index)"
                     if case .io = e {
                         summary.stoppedBy = e
+                        summary.stoppedAt = at
                         break batches
                     }
+                    summary.failed += 1
+                    summary.messages.append("\(at): \(e.description)")
+                    observer(.failed(job, message: e.description))
                 }
             }
         }
@@ -241,6 +258,12 @@ public final class BatchRunner: @unchecked Sendable {
     }
 
     // MARK: - Files
+
+    static func identity(_ dir: URL) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard stat(dir.path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
 
     static func prepareFolder(_ dir: URL) throws {
         let fm = FileManager.default
@@ -314,6 +337,13 @@ public final class BatchRunner: @unchecked Sendable {
     /// process made the same job), that copy is kept. Returns the name used.
     func place(_ image: RGBImage, parametersText: String, base: String, jobIndex: Int) throws -> String {
         let out = options.output
+        // A folder removed (or replaced) under a running batch is not silently made again: the
+        // images before would be gone and the manifest's descriptor would point at a deleted file.
+        if let held = folderIdentity {
+            guard let now = Self.identity(out), now == held else {
+                throw DarkroomError.io(path: out.path, reason: "the output folder was removed or replaced while the batch ran")
+            }
+        }
         let dir = out.appendingPathComponent(base).deletingLastPathComponent()
         if !FileManager.default.fileExists(atPath: dir.path) {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
@@ -321,8 +351,11 @@ public final class BatchRunner: @unchecked Sendable {
             }
         }
         let temp = temporaryURL(in: dir, jobIndex: jobIndex)
-        try PNGFile.write(image, text: [("parameters", parametersText)], to: temp)
-        defer { unlink(temp.path) }
+        defer { unlink(temp.path) }  // also after a failed write: never a partial file left behind
+        do { try writePNG(image, [("parameters", parametersText)], temp) } catch DarkroomError.io(_, let reason) {
+            // Name the image, not its temporary file.
+            throw DarkroomError.io(path: out.appendingPathComponent(base).path, reason: reason)
+        }
         for n in 1...1000 {
             let rel = n == 1 ? base : FileNamePattern.alternative(base, number: n)
             let final = out.appendingPathComponent(rel)

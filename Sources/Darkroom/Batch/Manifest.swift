@@ -145,6 +145,13 @@ public enum Manifest {
     /// the process did not finish (killed, power lost) and is ignored; `badLines` lists the
     /// numbers of other lines that are not records.
     public static func read(_ url: URL) throws -> (records: [ManifestRecord], badLines: [Int]) {
+        // Only regular files: a manifest that is a device (/dev/zero, /dev/full) or a FIFO would never end.
+        var st = stat()
+        guard stat(url.path, &st) == 0 else {
+            if errno == ENOENT { throw DarkroomError.fileNotFound(path: url.path) }
+            throw DarkroomError.io(path: url.path, reason: "cannot read: \(String(cString: strerror(errno)))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw DarkroomError.io(path: url.path, reason: "not a regular file") }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw DarkroomError.io(path: url.path, reason: "cannot read: \(error.localizedDescription)")

@@ -199,7 +199,17 @@ public struct SchedulerConfig: Sendable, Equatable, Decodable {
             throw DarkroomError.invalidConfig(path: path, key: Key.numTrainTimesteps.rawValue,
                                               reason: "must be at least 1, got \(numTrainTimesteps)")
         }
+        // Absurd sizes would allocate schedules of that length or overflow timestep arithmetic.
+        for (key, v, range) in [(Key.numTrainTimesteps, numTrainTimesteps, 1...Self.maxTrainTimesteps),
+                                (.stepsOffset, stepsOffset, 0...Self.maxTrainTimesteps),
+                                (.originalInferenceSteps, originalInferenceSteps, 1...Self.maxTrainTimesteps)] where !range.contains(v) {
+            throw DarkroomError.invalidConfig(path: path, key: key.rawValue, reason: "\(v) is outside \(range.lowerBound)...\(range.upperBound)")
+        }
     }
+
+    /// The largest `num_train_timesteps` (and `steps_offset`, `original_inference_steps`)
+    /// accepted; Stable Diffusion uses 1000.
+    public static let maxTrainTimesteps = 1 << 20
 
     /// Reads a scheduler config file; errors name the file and, where one is at fault, the key.
     public static func load(from url: URL) throws -> SchedulerConfig {
