@@ -11,6 +11,8 @@
 /// directly (no copy). Other shapes are implicit GEMMs: the GEMM's B-packing step gathers each
 /// kc × nc block of the virtual im2col matrix straight from the image, so the full columns
 /// matrix (k²× the input) never exists; memory is bounded by one zero-padded copy of one image.
+/// 3×3 stride-1 convolutions with enough tiles and channels run as Winograd F(4×4, 3×3) instead
+/// (Winograd.swift; `Conv3x3Algorithm.current` / DARKROOM_CONV3X3 force either path).
 public func conv2d(
     input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -19,7 +21,7 @@ public func conv2d(
     padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
     output: UnsafeMutablePointer<Float>
 ) {
-    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false),
+    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false), winograd: .dense(weight, inChannels * kernelH * kernelW),
                input: input, batch: batch, inChannels: inChannels, height: height, width: width,
                bias: bias, residual: nil, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                strideH: strideH, strideW: strideW,
@@ -37,7 +39,7 @@ public func conv2d(
     padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
     output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?
 ) {
-    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false),
+    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false), winograd: .dense(weight, inChannels * kernelH * kernelW),
                input: input, batch: batch, inChannels: inChannels, height: height, width: width,
                bias: bias, residual: residual, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                strideH: strideH, strideW: strideW,
@@ -57,7 +59,7 @@ public func conv2d(
     precondition(weight.role == .a && weight.cols == inChannels * kernelH * kernelW,
                  "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * kernelH * kernelW)")
     precondition(weight.kc == max(1, kBlockSize(max(weight.cols, 1))), "packed with a different k blocking")
-    conv2dImpl(PackedA(m: weight),
+    conv2dImpl(PackedA(m: weight), winograd: .packed(weight),
                input: input, batch: batch, inChannels: inChannels, height: height, width: width,
                bias: bias, residual: residual, outChannels: weight.rows, kernelH: kernelH, kernelW: kernelW,
                strideH: strideH, strideW: strideW,
@@ -65,7 +67,7 @@ public func conv2d(
 }
 
 func conv2dImpl<PA: GemmPackA>(
-    _ wa: PA,
+    _ wa: PA, winograd: WinogradFilter?,
     input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
     bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
     outChannels: Int, kernelH: Int, kernelW: Int,
@@ -76,6 +78,20 @@ func conv2dImpl<PA: GemmPackA>(
     let outH = (height + padTop + padBottom - kernelH) / strideH + 1
     let outW = (width + padLeft + padRight - kernelW) / strideW + 1
     guard batch > 0, outChannels > 0, outH > 0, outW > 0 else { return }
+    if kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1, let winograd {
+        let use: Bool
+        switch Conv3x3Algorithm.current {
+        case .im2col: use = false
+        case .winograd: use = true
+        case .auto: use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: outChannels, outH: outH, outW: outW)
+        }
+        if use {
+            winogradConv3x3(WinogradInput(input, channels: inChannels, height: height, width: width), batch: batch,
+                            filter: winograd, bias: bias, residual: residual, outChannels: outChannels,
+                            padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+            return
+        }
+    }
     let kk = inChannels * kernelH * kernelW
     let spatial = outH * outW
     let inPlane = height * width

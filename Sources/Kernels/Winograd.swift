@@ -1,0 +1,609 @@
+import Foundation
+
+// Winograd F(4×4, 3×3) convolution for 3×3 stride-1 convolutions.
+//
+// Contract (what `winogradConv3x3` computes): the same cross-correlation as `conv2d` with a 3×3
+// kernel and stride 1, NCHW, any zero padding (padTop/padLeft place the input, outH/outW are
+// the usual (H + pads − 2)), optional per-channel bias and an optional residual shaped like the
+// output, added after the bias. Any H, W ≥ 1 (tiles past the image edge are zero-padded on the
+// input side and clipped on the output side), any batch and channel counts. The input may be
+// read through a nearest-neighbour upsampling (see `WinogradInput`), so Upsample2D never
+// materialises the 4× larger tensor on this path.
+//
+// Algorithm: the output is cut into 4×4 tiles; tile t reads a 6×6 input patch d (stride 4,
+// overlap 2). Per tile, Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A: 36 element products instead of 144
+// multiply-adds, so after the transforms the work is 36 independent GEMMs
+//   M[ξ] (outC × tiles) = U[ξ] (outC × inC) · V[ξ] (inC × tiles),  ξ = 0..<36,
+// 2.25 multiply-adds per output value and input channel instead of 9: 4× fewer than direct
+// convolution. Why F(4,3) and not F(2,3) or F(6,3): F(2,3) saves only 2.25×; F(6,3) saves
+// 5.06× but needs 8 interpolation points (0, ±1, ±2, ±1/2, ∞) whose transform entries span
+// about three orders of magnitude, which costs fp32 several bits. F(4,3) uses the points
+// 0, ±1, ±2 and ∞ (Lavin & Gray 2015); its entries are at most 8 in magnitude, and in fp32 the
+// result stays within about 1e-6 of the magnitude Σ|w·x| of the direct sum (measured in
+// WinogradTests), well inside the parity tolerances against PyTorch.
+//
+// Execution, per block of tiles (the tile count is bounded so V stays a few MB):
+//   1. input transform, parallel over input channels: 6 rows of the (padded, optionally
+//      upsampled) image are staged in a row buffer, 8 horizontally adjacent tiles are
+//      transformed at once (SIMD lanes = tiles) and stored straight into the GEMM's packed B
+//      panel layout, so V[ξ] needs no packing;
+//   2. per worker, a range of output channels: the filter transform writes U for a chunk of
+//      output channels in the packed A panel layout, the 36 GEMMs run on the existing
+//      register-tiled micro-kernel (single-threaded inside the worker, so the 36 products are
+//      one parallel batch, not 36 dispatches), and the output transform adds bias and residual
+//      and writes the 4×4 tiles (8 tiles per SIMD vector, interleaved into whole output rows).
+//
+// Filters are transformed on every call, not cached: a cached U would be 36/9 = 4× the layer's
+// weights in fp32 (SD 1.5's U-Net would grow by ~3.4 GB, against a 2.5 GB budget for the whole
+// render), and fp16 storage of U would add ~5e-4 relative error to every layer. The transform
+// costs about 5 cycles per (outC, inC) pair against 36·tiles/16 cycles of GEMM per pair, i.e.
+// ≤ 3 % whenever a block holds ≥ 128 tiles, and it is redone per tile block only when a worker's
+// U does not fit its buffer (otherwise it is computed once per call).
+
+/// Which algorithm 3×3 stride-1 convolutions use. `auto` picks Winograd when the image has
+/// enough tiles and channels (see `winogradPreferred`); the environment variable
+/// `DARKROOM_CONV3X3=im2col|winograd|auto` sets the initial value (tests pin both paths).
+public enum Conv3x3Algorithm: String, Sendable {
+    case auto, im2col, winograd
+
+    nonisolated(unsafe) public static var current: Conv3x3Algorithm = {
+        guard let s = ProcessInfo.processInfo.environment["DARKROOM_CONV3X3"], !s.isEmpty else { return .auto }
+        if let v = Conv3x3Algorithm(rawValue: s.lowercased()) { return v }
+        FileHandle.standardError.write("DARKROOM_CONV3X3=\(s) is not one of auto, im2col, winograd; using auto\n".data(using: .utf8)!)
+        return .auto
+    }()
+}
+
+/// Whether `auto` runs a 3×3 stride-1 convolution with Winograd. Below ~16 tiles the 16-wide
+/// GEMM panels are mostly padding and the per-call filter transform is not amortised; below
+/// 32 channels the transforms cost about as much as the multiply-adds they save.
+func winogradPreferred(batch: Int, inChannels: Int, outChannels: Int, outH: Int, outW: Int) -> Bool {
+    let tiles = batch * ((outH + 3) / 4) * ((outW + 3) / 4)
+    return tiles >= 16 && inChannels >= 32 && outChannels >= 32
+}
+
+/// Where a convolution's 3×3 weights come from: [outC, inC·9] rows with a row stride, or the
+/// layer's packed (possibly Float16) matrix.
+enum WinogradFilter {
+    case dense(UnsafePointer<Float>, Int)
+    case packed(PackedMatrix)
+}
+
+/// The convolution's input as stored, plus an optional nearest-neighbour resize applied on read:
+/// logical pixel (y, x) of the height × width image is stored pixel (rowMap[y], colMap[x]) of a
+/// srcH × srcW plane (PyTorch's `interpolate(mode: "nearest")` index rule).
+struct WinogradInput {
+    let base: UnsafePointer<Float>
+    let channels: Int
+    let height: Int, width: Int
+    let srcH: Int, srcW: Int
+    let rowMap: UnsafePointer<Int32>?
+    let colMap: UnsafePointer<Int32>?
+
+    init(_ base: UnsafePointer<Float>, channels: Int, height: Int, width: Int) {
+        self.base = base; self.channels = channels
+        self.height = height; self.width = width
+        srcH = height; srcW = width
+        rowMap = nil; colMap = nil
+    }
+
+    init(_ base: UnsafePointer<Float>, channels: Int, srcH: Int, srcW: Int, height: Int, width: Int,
+         rowMap: UnsafePointer<Int32>, colMap: UnsafePointer<Int32>) {
+        self.base = base; self.channels = channels
+        self.height = height; self.width = width
+        self.srcH = srcH; self.srcW = srcW
+        self.rowMap = rowMap; self.colMap = colMap
+    }
+
+    /// Logical pixel (y, x) of plane `plane` (image n, channel c → n·channels + c); in bounds.
+    @inline(__always) func at(_ plane: Int, _ y: Int, _ x: Int) -> Float {
+        let sy = rowMap.map { Int($0[y]) } ?? y
+        let sx = colMap.map { Int($0[x]) } ?? x
+        return base[(plane * srcH + sy) * srcW + sx]
+    }
+
+    /// Writes logical row y of `plane` into dst[0..<width].
+    @inline(__always) func copyRow(_ plane: Int, _ y: Int, into dst: UnsafeMutablePointer<Float>) {
+        let sy = rowMap.map { Int($0[y]) } ?? y
+        let src = base + (plane * srcH + sy) * srcW
+        guard let colMap else {
+            dst.update(from: src, count: width)
+            return
+        }
+        if width == 2 * srcW {
+            var x = 0
+            while x + 8 <= srcW {
+                let v = ld8(src + x)
+                st8(dst + 2 * x, F8(v[0], v[0], v[1], v[1], v[2], v[2], v[3], v[3]))
+                st8(dst + 2 * x + 8, F8(v[4], v[4], v[5], v[5], v[6], v[6], v[7], v[7]))
+                x += 8
+            }
+            while x < srcW { dst[2 * x] = src[x]; dst[2 * x + 1] = src[x]; x += 1 }
+        } else {
+            for x in 0..<width { dst[x] = src[Int(colMap[x])] }
+        }
+    }
+}
+
+/// Buffer sizes (in floats) that bound Winograd's working memory; DARKROOM_WINOGRAD_V_KB,
+/// _U_KB and _M_KB override them for tuning.
+struct WinogradBlocking: Sendable {
+    /// Transformed input V of one tile block (shared by all workers).
+    var vFloats: Int
+    /// Transformed filter chunk U, per worker.
+    var uFloats: Int
+    /// GEMM results M of one chunk, per worker.
+    var mFloats: Int
+
+    static func fromEnvironment() -> WinogradBlocking {
+        func env(_ name: String, _ defKB: Int) -> Int {
+            if let s = ProcessInfo.processInfo.environment[name], let v = Int(s), v > 0 { return v * 256 }
+            return defKB * 256
+        }
+        return WinogradBlocking(vFloats: env("DARKROOM_WINOGRAD_V_KB", 8192),
+                                uFloats: env("DARKROOM_WINOGRAD_U_KB", 8192),
+                                mFloats: env("DARKROOM_WINOGRAD_M_KB", 4096))
+    }
+}
+
+/// Mutable so tests can force several tile blocks and channel chunks on small shapes.
+nonisolated(unsafe) var winogradBlocking = WinogradBlocking.fromEnvironment()
+
+// MARK: - Transforms (SIMD lanes are independent tiles or filter rows)
+
+/// Bᵀ·d for one 6-vector (Lavin's F(4,3) input transform).
+@inline(__always)
+func winogradInputRow(_ d0: F8, _ d1: F8, _ d2: F8, _ d3: F8, _ d4: F8, _ d5: F8)
+    -> (F8, F8, F8, F8, F8, F8) {
+    let four = F8(repeating: 4), five = F8(repeating: -5), two = F8(repeating: 2)
+    let o0 = fma8(four, d0, fma8(five, d2, d4))
+    let o5 = fma8(four, d1, fma8(five, d3, d5))
+    let s12 = d1 + d2, s34 = d3 + d4
+    let o1 = fma8(F8(repeating: -4), s12, s34)
+    let o2 = fma8(four, d1 - d2, d4 - d3)
+    let e = d4 - d2, f = d3 - d1
+    let o3 = fma8(two, f, e)
+    let o4 = fma8(-two, f, e)
+    return (o0, o1, o2, o3, o4, o5)
+}
+
+/// Aᵀ·m for one 6-vector (output transform).
+@inline(__always)
+func winogradOutputRow(_ m0: F8, _ m1: F8, _ m2: F8, _ m3: F8, _ m4: F8, _ m5: F8) -> (F8, F8, F8, F8) {
+    let a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4
+    return (m0 + a + c, fma8(F8(repeating: 2), d, b), fma8(F8(repeating: 4), c, a),
+            fma8(F8(repeating: 8), d, b + m5))
+}
+
+/// G·g for one 3-vector (filter transform).
+@inline(__always)
+func winogradFilterRow(_ g0: F8, _ g1: F8, _ g2: F8) -> (F8, F8, F8, F8, F8, F8) {
+    let s = g0 + g2
+    let p = fma8(F8(repeating: 1 / 24), g0, g2 * (1 / 6))
+    let q = g1 * (1 / 12)
+    return (g0 * 0.25, (s + g1) * (-1 / 6), (s - g1) * (-1 / 6), p + q, p - q, g2)
+}
+
+// MARK: - GEMM operands over the pre-packed buffers
+
+/// A operand: U[ξ] already in MR-row panels (k blocked like the GEMM, rows padded to MR).
+struct WinogradA: GemmPackA {
+    let base: UnsafePointer<Float>
+    let padded: Int
+    @inline(__always)
+    func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {
+        .packed(base + p0 * padded + i0 * kc, kc: kc)
+    }
+}
+
+/// B operand: V[ξ] already in NR-column panels (columns padded to NR).
+struct WinogradB: GemmPackB {
+    let base: UnsafePointer<Float>
+    let padded: Int
+    @inline(__always)
+    func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        base + p0 * padded + j0 * kc
+    }
+}
+
+// MARK: - Driver
+
+/// Everything one call needs, shared by the workers (read-only except the disjoint outputs).
+final class WinogradPlan: @unchecked Sendable {
+    let x: WinogradInput
+    let filter: WinogradFilter
+    let bias: UnsafePointer<Float>?
+    let residual: UnsafePointer<Float>?
+    let output: UnsafeMutablePointer<Float>
+    let batch: Int, cin: Int, cout: Int
+    let padTop: Int, padLeft: Int
+    let outH: Int, outW: Int
+    let tilesH: Int, tilesW: Int, tilesPerImage: Int, totalTiles: Int
+    /// k blocking of the 36 GEMMs (same rule as the GEMM driver).
+    let kcV: Int
+    /// Tiles per block (multiple of NR) and the stride between the 36 V matrices.
+    let tileBlock: Int, vStride: Int
+    /// Row buffer width: 4·tilesW plus room for the 8-tile vector loads.
+    let rowWidth: Int
+    /// M row stride (tileBlock + NR keeps rows off 4 KB aliasing).
+    let ldm: Int
+    /// Output-channel ranges of the workers, chunk size inside a worker.
+    let workers: Int
+    let chunkRows: Int
+    let uStride: Int, mStride: Int
+
+    init(x: WinogradInput, batch: Int, filter: WinogradFilter, bias: UnsafePointer<Float>?,
+         residual: UnsafePointer<Float>?, outChannels: Int, padTop: Int, padLeft: Int,
+         outH: Int, outW: Int, output: UnsafeMutablePointer<Float>, blocking: WinogradBlocking) {
+        self.x = x; self.filter = filter; self.bias = bias; self.residual = residual; self.output = output
+        self.batch = batch; cin = x.channels; cout = outChannels
+        self.padTop = padTop; self.padLeft = padLeft; self.outH = outH; self.outW = outW
+        tilesH = (outH + 3) / 4; tilesW = (outW + 3) / 4
+        tilesPerImage = tilesH * tilesW
+        totalTiles = batch * tilesPerImage
+        kcV = max(1, kBlockSize(max(cin, 1)))
+        let maxTiles = max(gemmNR, blocking.vFloats / (36 * max(cin, 1)) / gemmNR * gemmNR)
+        let blocks = (totalTiles + maxTiles - 1) / maxTiles
+        let perBlock = (totalTiles + blocks - 1) / blocks
+        tileBlock = (perBlock + gemmNR - 1) / gemmNR * gemmNR
+        vStride = (cin * tileBlock + 15) / 16 * 16
+        rowWidth = (4 * tilesW + 48 + 7) / 8 * 8
+        ldm = tileBlock + gemmNR
+        let panels = (cout + gemmMR - 1) / gemmMR
+        workers = max(1, min(Threads.count, panels))
+        // Rows per chunk: U (36·rows·cin) and M (36·rows·ldm) within their budgets.
+        let maxPanelsPerWorker = (panels + workers - 1) / workers
+        let byU = blocking.uFloats / (36 * max(cin, 1) * gemmMR)
+        let byM = blocking.mFloats / (36 * ldm * gemmMR)
+        let chunkPanelsMax = max(1, min(byU, byM))
+        let chunks = (maxPanelsPerWorker + chunkPanelsMax - 1) / chunkPanelsMax
+        chunkRows = (maxPanelsPerWorker + chunks - 1) / chunks * gemmMR
+        uStride = (chunkRows * cin + 15) / 16 * 16
+        mStride = (chunkRows * ldm + 15) / 16 * 16
+    }
+
+    /// Output rows of worker w (MR-aligned split of the channel panels).
+    func rows(of w: Int) -> Range<Int> {
+        let panels = (cout + gemmMR - 1) / gemmMR
+        let lo = panels * w / workers * gemmMR, hi = min(cout, panels * (w + 1) / workers * gemmMR)
+        return lo..<max(lo, hi)
+    }
+
+    /// Image, tile row and tile column of global tile index t.
+    @inline(__always) func locate(_ t: Int) -> (n: Int, ty: Int, tx: Int) {
+        let n = t / tilesPerImage, r = t - n * tilesPerImage
+        let ty = r / tilesW
+        return (n, ty, r - ty * tilesW)
+    }
+
+    // MARK: Input transform
+
+    /// V for input channels `channels` of the tiles [start, start + count) (count ≤ tileBlock;
+    /// columns past count up to the panel end are filled too, with the tiles that follow or zeros).
+    func inputTransform(channels: Range<Int>, start: Int, count: Int, v: UnsafeMutablePointer<Float>) {
+        let rowBuf = scratchPool.take(6 * rowWidth + 36 * 8 * 2 + 64)
+        defer { scratchPool.give(rowBuf) }
+        let rb = rowBuf.pointer
+        let tmp = rb + 6 * rowWidth              // 36 × 8 lanes: staged patch (slow path) / row pass
+        let w = tmp + 36 * 8                     // 36 × 8: row-transformed patch
+        // Whole 16-tile panels, so the GEMM never reads unset columns.
+        let groups = (count + gemmNR - 1) / gemmNR * 2
+        for ci in channels {
+            let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
+            let vci = v + p0 * tileBlock + (ci - p0) * gemmNR
+            var rowKey = -1
+            for g in 0..<groups {
+                let t0 = start + g * 8
+                let (n, ty, tx) = locate(t0)
+                let plane = n * cin + ci
+                if t0 < totalTiles && tx + 8 <= tilesW {
+                    // Fast path: 8 tiles of one tile row, read from the staged rows.
+                    let key = n * tilesH + ty
+                    if key != rowKey { stageRows(plane: plane, ty: ty, into: rb); rowKey = key }
+                    let base = rb + 4 * tx
+                    for r in 0..<6 {
+                        let s = base + r * rowWidth
+                        let x0 = ld8(s), x1 = ld8(s + 8), x2 = ld8(s + 16), x3 = ld8(s + 24), x4 = ld8(s + 32)
+                        let d0 = F8(x0[0], x0[4], x1[0], x1[4], x2[0], x2[4], x3[0], x3[4])
+                        let d1 = F8(x0[1], x0[5], x1[1], x1[5], x2[1], x2[5], x3[1], x3[5])
+                        let d2 = F8(x0[2], x0[6], x1[2], x1[6], x2[2], x2[6], x3[2], x3[6])
+                        let d3 = F8(x0[3], x0[7], x1[3], x1[7], x2[3], x2[7], x3[3], x3[7])
+                        let d4 = F8(x0[4], x1[0], x1[4], x2[0], x2[4], x3[0], x3[4], x4[0])
+                        let d5 = F8(x0[5], x1[1], x1[5], x2[1], x2[5], x3[1], x3[5], x4[1])
+                        let o = winogradInputRow(d0, d1, d2, d3, d4, d5)
+                        let wr = w + r * 48
+                        st8(wr, o.0); st8(wr + 8, o.1); st8(wr + 16, o.2)
+                        st8(wr + 24, o.3); st8(wr + 32, o.4); st8(wr + 40, o.5)
+                    }
+                } else {
+                    // Tiles that wrap to the next tile row or image, or lie past the last tile.
+                    for l in 0..<8 {
+                        let t = t0 + l
+                        if t >= totalTiles {
+                            for e in 0..<36 { tmp[e * 8 + l] = 0 }
+                            continue
+                        }
+                        let (n, ty, tx) = locate(t)
+                        let plane = n * cin + ci
+                        for r in 0..<6 {
+                            let y = 4 * ty - padTop + r
+                            for c in 0..<6 {
+                                let xx = 4 * tx - padLeft + c
+                                let inside = y >= 0 && y < x.height && xx >= 0 && xx < x.width
+                                tmp[(r * 6 + c) * 8 + l] = inside ? x.at(plane, y, xx) : 0
+                            }
+                        }
+                    }
+                    for r in 0..<6 {
+                        let s = tmp + r * 48
+                        let o = winogradInputRow(ld8(s), ld8(s + 8), ld8(s + 16), ld8(s + 24), ld8(s + 32), ld8(s + 40))
+                        let wr = w + r * 48
+                        st8(wr, o.0); st8(wr + 8, o.1); st8(wr + 16, o.2)
+                        st8(wr + 24, o.3); st8(wr + 32, o.4); st8(wr + 40, o.5)
+                    }
+                }
+                // Column pass: V[i][j] = Bᵀ · (column j of the row-transformed patch).
+                let dst = vci + (g >> 1) * gemmNR * kc + (g & 1) * 8
+                for j in 0..<6 {
+                    let c = w + j * 8
+                    let o = winogradInputRow(ld8(c), ld8(c + 48), ld8(c + 96), ld8(c + 144), ld8(c + 192), ld8(c + 240))
+                    st8(dst + j * vStride, o.0)
+                    st8(dst + (6 + j) * vStride, o.1)
+                    st8(dst + (12 + j) * vStride, o.2)
+                    st8(dst + (18 + j) * vStride, o.3)
+                    st8(dst + (24 + j) * vStride, o.4)
+                    st8(dst + (30 + j) * vStride, o.5)
+                }
+            }
+        }
+    }
+
+    /// Copies the 6 input rows of tile row ty (zero outside the image) into the row buffer,
+    /// column x of the image at buffer column x + padLeft.
+    func stageRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
+        for r in 0..<6 {
+            let row = rb + r * rowWidth
+            let y = 4 * ty - padTop + r
+            if y < 0 || y >= x.height {
+                row.update(repeating: 0, count: rowWidth)
+                continue
+            }
+            let l = min(padLeft, rowWidth)
+            row.update(repeating: 0, count: l)
+            if x.width <= rowWidth - l {
+                x.copyRow(plane, y, into: row + l)
+                (row + l + x.width).update(repeating: 0, count: rowWidth - l - x.width)
+            } else {
+                // Only possible with huge right padding cut off by the output width: copy a prefix.
+                for xx in 0..<(rowWidth - l) { row[l + xx] = x.at(plane, y, xx) }
+            }
+        }
+    }
+
+    // MARK: Filter transform
+
+    /// U for output channels [co0, co0 + rows) into `u` (36 matrices, stride uStride, panels of
+    /// MR rows with the k blocking kcV).
+    func filterTransform(co0: Int, rows: Int, u: UnsafeMutablePointer<Float>) {
+        let padded = (rows + gemmMR - 1) / gemmMR * gemmMR
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * 8 + 36 * 8) { buf in
+            let taps = buf.baseAddress!          // taps[t·8 + i]: tap t of row i (lanes 6, 7 zero)
+            let tg = taps + 72                   // G·g rows: tg[(i·3 + b)·8]
+            taps.update(repeating: 0, count: 72)
+            var q = 0
+            while q < padded {
+                let r0 = co0 + q
+                let mr = min(gemmMR, co0 + rows - r0)
+                for ci in 0..<cin {
+                    loadTaps(row0: r0, rows: mr, ci: ci, into: taps)
+                    // Columns of g: t = G·g (6 × 3).
+                    for b in 0..<3 {
+                        let o = winogradFilterRow(ld8(taps + b * 8), ld8(taps + (3 + b) * 8), ld8(taps + (6 + b) * 8))
+                        st8(tg + b * 8, o.0); st8(tg + (3 + b) * 8, o.1); st8(tg + (6 + b) * 8, o.2)
+                        st8(tg + (9 + b) * 8, o.3); st8(tg + (12 + b) * 8, o.4); st8(tg + (15 + b) * 8, o.5)
+                    }
+                    let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
+                    let dst = u + p0 * padded + q * kc + (ci - p0) * gemmMR
+                    // Rows of t: U[i][j] = (t·Gᵀ)[i][j].
+                    for i in 0..<6 {
+                        let o = winogradFilterRow(ld8(tg + i * 24), ld8(tg + i * 24 + 8), ld8(tg + i * 24 + 16))
+                        store6(dst + (i * 6) * uStride, o.0)
+                        store6(dst + (i * 6 + 1) * uStride, o.1)
+                        store6(dst + (i * 6 + 2) * uStride, o.2)
+                        store6(dst + (i * 6 + 3) * uStride, o.3)
+                        store6(dst + (i * 6 + 4) * uStride, o.4)
+                        store6(dst + (i * 6 + 5) * uStride, o.5)
+                    }
+                }
+                q += gemmMR
+            }
+        }
+    }
+
+    @inline(__always) func store6(_ p: UnsafeMutablePointer<Float>, _ v: F8) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v.lowHalf, as: SIMD4<Float>.self)
+        UnsafeMutableRawPointer(p + 4).storeBytes(of: SIMD2<Float>(v[4], v[5]), as: SIMD2<Float>.self)
+    }
+
+    /// taps[t·8 + i] = weight[row0 + i, ci, t / 3, t % 3] for i < rows (other lanes keep 0).
+    @inline(__always)
+    func loadTaps(row0: Int, rows: Int, ci: Int, into taps: UnsafeMutablePointer<Float>) {
+        switch filter {
+        case let .dense(w, ld):
+            for i in 0..<rows {
+                let s = w + (row0 + i) * ld + ci * 9
+                for t in 0..<9 { taps[t * 8 + i] = s[t] }
+            }
+            if rows < gemmMR { for t in 0..<9 { for i in rows..<gemmMR { taps[t * 8 + i] = 0 } } }
+        case let .packed(m):
+            // Packed panels: element (row, p) of k block [pb, pb + kc) is at
+            // pb·padded + (row / MR)·MR·kc + (p − pb)·MR + row % MR; the 6 rows of a panel are
+            // contiguous and zero past the last row.
+            let k = m.cols, kcW = m.kc
+            for t in 0..<9 {
+                let p = ci * 9 + t
+                let pb = p / kcW * kcW
+                let kc = min(kcW, k - pb)
+                let off = pb * m.padded + row0 * kc + (p - pb) * gemmMR
+                if let f = m.f32 {
+                    let s = f + off
+                    taps[t * 8] = s[0]; taps[t * 8 + 1] = s[1]; taps[t * 8 + 2] = s[2]
+                    taps[t * 8 + 3] = s[3]; taps[t * 8 + 4] = s[4]; taps[t * 8 + 5] = s[5]
+                } else {
+                    let s = m.f16! + off
+                    taps[t * 8] = Float(s[0]); taps[t * 8 + 1] = Float(s[1]); taps[t * 8 + 2] = Float(s[2])
+                    taps[t * 8 + 3] = Float(s[3]); taps[t * 8 + 4] = Float(s[4]); taps[t * 8 + 5] = Float(s[5])
+                }
+            }
+        }
+    }
+
+    // MARK: Output transform
+
+    /// Output channels [co0, co0 + rows) of tiles [start, start + count) from M.
+    func outputTransform(co0: Int, rows: Int, start: Int, count: Int, m: UnsafePointer<Float>) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 24 * 8 + 16 * 8) { buf in
+            let t1 = buf.baseAddress!            // Aᵀ·M: t1[(i·6 + j)·8]
+            let ys = t1 + 24 * 8                 // slow path: y[(i·4 + k)·8]
+            let outPlane = outH * outW
+            for r in 0..<rows {
+                let co = co0 + r
+                let bv = F8(repeating: bias?[co] ?? 0)
+                let mrow = m + r * ldm
+                var g = 0
+                while g < count {
+                    // Column pass over the 6 rows of each of the 6 columns.
+                    for j in 0..<6 {
+                        let s = mrow + j * mStride + g
+                        let o = winogradOutputRow(ld8(s), ld8(s + 6 * mStride), ld8(s + 12 * mStride),
+                                                  ld8(s + 18 * mStride), ld8(s + 24 * mStride), ld8(s + 30 * mStride))
+                        st8(t1 + j * 8, o.0); st8(t1 + (6 + j) * 8, o.1)
+                        st8(t1 + (12 + j) * 8, o.2); st8(t1 + (18 + j) * 8, o.3)
+                    }
+                    let t0 = start + g
+                    let (n, ty, tx) = locate(t0)
+                    let fast = g + 8 <= count && tx + 8 <= tilesW && 4 * (tx + 8) <= outW && 4 * ty + 4 <= outH
+                    let plane = (n * cout + co) * outPlane
+                    for i in 0..<4 {
+                        let s = t1 + i * 48
+                        let o = winogradOutputRow(ld8(s), ld8(s + 8), ld8(s + 16), ld8(s + 24), ld8(s + 32), ld8(s + 40))
+                        let y0 = o.0 + bv, y1 = o.1 + bv, y2 = o.2 + bv, y3 = o.3 + bv
+                        if fast {
+                            // Interleave: output pixel 4·l + k of the row comes from lane l of y_k.
+                            var v0 = F8(y0[0], y1[0], y2[0], y3[0], y0[1], y1[1], y2[1], y3[1])
+                            var v1 = F8(y0[2], y1[2], y2[2], y3[2], y0[3], y1[3], y2[3], y3[3])
+                            var v2 = F8(y0[4], y1[4], y2[4], y3[4], y0[5], y1[5], y2[5], y3[5])
+                            var v3 = F8(y0[6], y1[6], y2[6], y3[6], y0[7], y1[7], y2[7], y3[7])
+                            let off = plane + (4 * ty + i) * outW + 4 * tx
+                            if let residual {
+                                let rp = residual + off
+                                v0 += ld8(rp); v1 += ld8(rp + 8); v2 += ld8(rp + 16); v3 += ld8(rp + 24)
+                            }
+                            let d = output + off
+                            st8(d, v0); st8(d + 8, v1); st8(d + 16, v2); st8(d + 24, v3)
+                        } else {
+                            st8(ys + (i * 4) * 8, y0); st8(ys + (i * 4 + 1) * 8, y1)
+                            st8(ys + (i * 4 + 2) * 8, y2); st8(ys + (i * 4 + 3) * 8, y3)
+                        }
+                    }
+                    if !fast {
+                        for l in 0..<min(8, count - g) {
+                            let (n, ty, tx) = locate(t0 + l)
+                            let plane = (n * cout + co) * outPlane
+                            for i in 0..<4 where 4 * ty + i < outH {
+                                for k in 0..<4 where 4 * tx + k < outW {
+                                    let off = plane + (4 * ty + i) * outW + 4 * tx + k
+                                    var v = ys[(i * 4 + k) * 8 + l]
+                                    if let residual { v += residual[off] }
+                                    output[off] = v
+                                }
+                            }
+                        }
+                    }
+                    g += 8
+                }
+            }
+        }
+    }
+
+    // MARK: Run
+
+    func run() {
+        let vBuf = scratchPool.take(36 * vStride + 64)
+        defer { scratchPool.give(vBuf) }
+        let v = vBuf.pointer
+        // Per-worker U and M buffers, kept across tile blocks (U is reused when one chunk
+        // covers the worker's whole channel range).
+        var wbufs: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
+        for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
+        defer { for b in wbufs { scratchPool.give(b) } }
+        let bufs = UncheckedBox(wbufs.map { $0.pointer })
+        let vp = SendablePointer(v)
+        let uCached = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
+        uCached.initialize(repeating: false, count: workers)
+        defer { uCached.deallocate() }
+        let cached = SendablePointer(uCached)
+        var start = 0
+        while start < totalTiles {
+            let count = min(tileBlock, totalTiles - start)
+            let s = start
+            // 1. Input transform, split over input channels.
+            parallelFor(cin, minChunk: max(1, 4096 / max(1, count))) { range in
+                self.inputTransform(channels: range, start: s, count: count, v: vp.p)
+            }
+            // 2. Per worker: filter transform, 36 GEMMs, output transform.
+            parallelFor(workers) { range in
+                for w in range {
+                    let rows = self.rows(of: w)
+                    if rows.isEmpty { continue }
+                    let u = bufs.value[w], m = u + 36 * self.uStride
+                    let single = rows.count <= self.chunkRows
+                    var c0 = rows.lowerBound
+                    while c0 < rows.upperBound {
+                        let cr = min(self.chunkRows, rows.upperBound - c0)
+                        if !(single && cached[w]) {
+                            self.filterTransform(co0: c0, rows: cr, u: u)
+                            cached[w] = single
+                        }
+                        let padded = (cr + gemmMR - 1) / gemmMR * gemmMR
+                        for xi in 0..<36 {
+                            gemmWorker(WinogradA(base: UnsafePointer(u + xi * self.uStride), padded: padded),
+                                       WinogradB(base: UnsafePointer(vp.p + xi * self.vStride), padded: self.tileBlock),
+                                       rows: 0..<cr, cols: 0..<count, k: self.cin, alpha: 1, beta: 0,
+                                       c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
+                        }
+                        self.outputTransform(co0: c0, rows: cr, start: s, count: count, m: UnsafePointer(m))
+                        c0 += cr
+                    }
+                }
+            }
+            start += count
+        }
+    }
+}
+
+/// Winograd F(4×4, 3×3) convolution (contract at the top of this file). outH/outW follow
+/// from the pads: H + padTop + padBottom − 2 and W + padLeft + padRight − 2.
+func winogradConv3x3(_ x: WinogradInput, batch: Int, filter: WinogradFilter, bias: UnsafePointer<Float>?,
+                     residual: UnsafePointer<Float>?, outChannels: Int,
+                     padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+                     output: UnsafeMutablePointer<Float>) {
+    let outH = x.height + padTop + padBottom - 2
+    let outW = x.width + padLeft + padRight - 2
+    guard batch > 0, outChannels > 0, outH > 0, outW > 0 else { return }
+    if x.channels == 0 {
+        // Empty sum: bias (+ residual) only.
+        for n in 0..<batch {
+            for co in 0..<outChannels {
+                let p = output + (n * outChannels + co) * outH * outW
+                for i in 0..<(outH * outW) {
+                    p[i] = (bias?[co] ?? 0) + (residual?[(n * outChannels + co) * outH * outW + i] ?? 0)
+                }
+            }
+        }
+        return
+    }
+    WinogradPlan(x: x, batch: batch, filter: filter, bias: bias, residual: residual, outChannels: outChannels,
+                 padTop: padTop, padLeft: padLeft, outH: outH, outW: outW, output: output,
+                 blocking: winogradBlocking).run()
+}
