@@ -52,6 +52,12 @@ public enum Conv3x3Algorithm: String, Sendable {
         FileHandle.standardError.write("DARKROOM_CONV3X3=\(s) is not one of auto, im2col, winograd; using auto\n".data(using: .utf8)!)
         return .auto
     }()
+
+    /// The path `auto` takes for a 3×3 stride-1 convolution of this shape.
+    public static func autoChoice(batch: Int, inChannels: Int, outChannels: Int, outH: Int, outW: Int) -> Conv3x3Algorithm {
+        winogradPreferred(batch: batch, inChannels: inChannels, outChannels: outChannels, outH: outH, outW: outW)
+            ? .winograd : .im2col
+    }
 }
 
 /// Whether `auto` runs a 3×3 stride-1 convolution with Winograd. Below ~16 tiles the 16-wide
@@ -126,13 +132,16 @@ struct WinogradInput {
 }
 
 /// Buffer sizes (in floats) that bound Winograd's working memory; DARKROOM_WINOGRAD_V_KB,
-/// _U_KB and _M_KB override them for tuning.
+/// _U_KB and _M_KB override them for tuning. With the defaults every SD 1.5 VAE layer computes
+/// its U once per call (≤ 36·512·512 floats = 38 MB), and the U-Net layers at 512 px whose U
+/// is larger (640 and 1280 channels) have few enough tiles for V to hold all of them, so no
+/// transform is ever repeated there either.
 struct WinogradBlocking: Sendable {
     /// Transformed input V of one tile block (shared by all workers).
     var vFloats: Int
-    /// Transformed filter chunk U, per worker.
+    /// Transformed filters U, all workers together (each holds its share).
     var uFloats: Int
-    /// GEMM results M of one chunk, per worker.
+    /// GEMM results M of one row chunk, per worker.
     var mFloats: Int
 
     static func fromEnvironment() -> WinogradBlocking {
@@ -140,9 +149,9 @@ struct WinogradBlocking: Sendable {
             if let s = ProcessInfo.processInfo.environment[name], let v = Int(s), v > 0 { return v * 256 }
             return defKB * 256
         }
-        return WinogradBlocking(vFloats: env("DARKROOM_WINOGRAD_V_KB", 8192),
-                                uFloats: env("DARKROOM_WINOGRAD_U_KB", 8192),
-                                mFloats: env("DARKROOM_WINOGRAD_M_KB", 4096))
+        return WinogradBlocking(vFloats: env("DARKROOM_WINOGRAD_V_KB", 40 * 1024),
+                                uFloats: env("DARKROOM_WINOGRAD_U_KB", 40 * 1024),
+                                mFloats: env("DARKROOM_WINOGRAD_M_KB", 2 * 1024))
     }
 }
 
@@ -190,9 +199,11 @@ func winogradFilterRow(_ g0: F8, _ g1: F8, _ g2: F8) -> (F8, F8, F8, F8, F8, F8)
 struct WinogradA: GemmPackA {
     let base: UnsafePointer<Float>
     let padded: Int
+    /// First row used (a multiple of MR): the GEMM's row 0 is U's row `rowOffset`.
+    let rowOffset: Int
     @inline(__always)
     func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {
-        .packed(base + p0 * padded + i0 * kc, kc: kc)
+        .packed(base + p0 * padded + (rowOffset + i0) * kc, kc: kc)
     }
 }
 
@@ -227,9 +238,11 @@ final class WinogradPlan: @unchecked Sendable {
     let rowWidth: Int
     /// M row stride (tileBlock + NR keeps rows off 4 KB aliasing).
     let ldm: Int
-    /// Output-channel ranges of the workers, chunk size inside a worker.
+    /// Workers split the output channels; each transforms its filters in chunks of uRows rows
+    /// (its whole range when that fits the U budget: then once per call) and runs the GEMMs and
+    /// the output transform in sub-chunks of mRows rows.
     let workers: Int
-    let chunkRows: Int
+    let uRows: Int, mRows: Int
     let uStride: Int, mStride: Int
 
     init(x: WinogradInput, batch: Int, filter: WinogradFilter, bias: UnsafePointer<Float>?,
@@ -251,15 +264,17 @@ final class WinogradPlan: @unchecked Sendable {
         ldm = tileBlock + gemmNR
         let panels = (cout + gemmMR - 1) / gemmMR
         workers = max(1, min(Threads.count, panels))
-        // Rows per chunk: U (36·rows·cin) and M (36·rows·ldm) within their budgets.
         let maxPanelsPerWorker = (panels + workers - 1) / workers
-        let byU = blocking.uFloats / (36 * max(cin, 1) * gemmMR)
-        let byM = blocking.mFloats / (36 * ldm * gemmMR)
-        let chunkPanelsMax = max(1, min(byU, byM))
-        let chunks = (maxPanelsPerWorker + chunkPanelsMax - 1) / chunkPanelsMax
-        chunkRows = (maxPanelsPerWorker + chunks - 1) / chunks * gemmMR
-        uStride = (chunkRows * cin + 15) / 16 * 16
-        mStride = (chunkRows * ldm + 15) / 16 * 16
+        func balanced(_ total: Int, _ maxPer: Int) -> Int {
+            let chunks = (total + maxPer - 1) / maxPer
+            return (total + chunks - 1) / chunks
+        }
+        let uPanels = balanced(maxPanelsPerWorker, max(1, blocking.uFloats / workers / (36 * max(cin, 1) * gemmMR)))
+        let mPanels = balanced(uPanels, max(1, blocking.mFloats / (36 * ldm * gemmMR)))
+        uRows = uPanels * gemmMR
+        mRows = mPanels * gemmMR
+        uStride = (uRows * cin + 15) / 16 * 16
+        mStride = (mRows * ldm + 15) / 16 * 16
     }
 
     /// Output rows of worker w (MR-aligned split of the channel panels).
@@ -386,19 +401,20 @@ final class WinogradPlan: @unchecked Sendable {
     /// MR rows with the k blocking kcV).
     func filterTransform(co0: Int, rows: Int, u: UnsafeMutablePointer<Float>) {
         let padded = (rows + gemmMR - 1) / gemmMR * gemmMR
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * 8 + 36 * 8) { buf in
-            let taps = buf.baseAddress!          // taps[t·8 + i]: tap t of row i (lanes 6, 7 zero)
-            let tg = taps + 72                   // G·g rows: tg[(i·3 + b)·8]
-            taps.update(repeating: 0, count: 72)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 64 + 18 * 8) { buf in
+            let taps = buf.baseAddress!          // taps[t·6 + i]: tap t of row i (+ zero tail)
+            let tg = taps + 64                   // G·g rows: tg[(i·3 + b)·8]
+            taps.update(repeating: 0, count: 64)
             var q = 0
             while q < padded {
                 let r0 = co0 + q
                 let mr = min(gemmMR, co0 + rows - r0)
                 for ci in 0..<cin {
                     loadTaps(row0: r0, rows: mr, ci: ci, into: taps)
+                    // Lanes 0..<6 are the panel's rows; lanes 6 and 7 read the next tap (ignored).
                     // Columns of g: t = G·g (6 × 3).
                     for b in 0..<3 {
-                        let o = winogradFilterRow(ld8(taps + b * 8), ld8(taps + (3 + b) * 8), ld8(taps + (6 + b) * 8))
+                        let o = winogradFilterRow(ld8(taps + b * 6), ld8(taps + (3 + b) * 6), ld8(taps + (6 + b) * 6))
                         st8(tg + b * 8, o.0); st8(tg + (3 + b) * 8, o.1); st8(tg + (6 + b) * 8, o.2)
                         st8(tg + (9 + b) * 8, o.3); st8(tg + (12 + b) * 8, o.4); st8(tg + (15 + b) * 8, o.5)
                     }
@@ -425,34 +441,40 @@ final class WinogradPlan: @unchecked Sendable {
         UnsafeMutableRawPointer(p + 4).storeBytes(of: SIMD2<Float>(v[4], v[5]), as: SIMD2<Float>.self)
     }
 
-    /// taps[t·8 + i] = weight[row0 + i, ci, t / 3, t % 3] for i < rows (other lanes keep 0).
+    /// taps[t·6 + i] = weight[row0 + i, ci, t / 3, t % 3] for i < rows, 0 for rows ≤ i < 6.
     @inline(__always)
     func loadTaps(row0: Int, rows: Int, ci: Int, into taps: UnsafeMutablePointer<Float>) {
         switch filter {
         case let .dense(w, ld):
-            for i in 0..<rows {
-                let s = w + (row0 + i) * ld + ci * 9
-                for t in 0..<9 { taps[t * 8 + i] = s[t] }
+            for i in 0..<gemmMR {
+                if i < rows {
+                    let s = w + (row0 + i) * ld + ci * 9
+                    for t in 0..<9 { taps[t * 6 + i] = s[t] }
+                } else {
+                    for t in 0..<9 { taps[t * 6 + i] = 0 }
+                }
             }
-            if rows < gemmMR { for t in 0..<9 { for i in rows..<gemmMR { taps[t * 8 + i] = 0 } } }
         case let .packed(m):
             // Packed panels: element (row, p) of k block [pb, pb + kc) is at
             // pb·padded + (row / MR)·MR·kc + (p − pb)·MR + row % MR; the 6 rows of a panel are
-            // contiguous and zero past the last row.
+            // contiguous and zero past the last row, so a channel's 9 taps are 54 consecutive
+            // values unless a k block boundary cuts through them.
             let k = m.cols, kcW = m.kc
+            let p = ci * 9
+            let pb = p / kcW * kcW
+            if (p + 8) / kcW * kcW == pb {
+                let off = pb * m.padded + row0 * min(kcW, k - pb) + (p - pb) * gemmMR
+                if let f = m.f32 { taps.update(from: f + off, count: 54) } else { widenHalf(m.f16! + off, taps, 54) }
+                return
+            }
             for t in 0..<9 {
-                let p = ci * 9 + t
-                let pb = p / kcW * kcW
-                let kc = min(kcW, k - pb)
-                let off = pb * m.padded + row0 * kc + (p - pb) * gemmMR
+                let pt = p + t
+                let pb = pt / kcW * kcW
+                let off = pb * m.padded + row0 * min(kcW, k - pb) + (pt - pb) * gemmMR
                 if let f = m.f32 {
-                    let s = f + off
-                    taps[t * 8] = s[0]; taps[t * 8 + 1] = s[1]; taps[t * 8 + 2] = s[2]
-                    taps[t * 8 + 3] = s[3]; taps[t * 8 + 4] = s[4]; taps[t * 8 + 5] = s[5]
+                    (taps + t * 6).update(from: f + off, count: 6)
                 } else {
-                    let s = m.f16! + off
-                    taps[t * 8] = Float(s[0]); taps[t * 8 + 1] = Float(s[1]); taps[t * 8 + 2] = Float(s[2])
-                    taps[t * 8 + 3] = Float(s[3]); taps[t * 8 + 4] = Float(s[4]); taps[t * 8 + 5] = Float(s[5])
+                    widenHalf(m.f16! + off, taps + t * 6, 6)
                 }
             }
         }
@@ -529,57 +551,92 @@ final class WinogradPlan: @unchecked Sendable {
     // MARK: Run
 
     func run() {
+        let prof = winogradProfile
+        let tStart = prof ? monotonicSeconds() : 0
         let vBuf = scratchPool.take(36 * vStride + 64)
         defer { scratchPool.give(vBuf) }
-        let v = vBuf.pointer
-        // Per-worker U and M buffers, kept across tile blocks (U is reused when one chunk
-        // covers the worker's whole channel range).
+        let vp = SendablePointer(vBuf.pointer)
+        // Per-worker U and M buffers, kept across tile blocks (U is computed once per call when
+        // a single chunk covers the worker's channel range).
         var wbufs: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
         for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
         defer { for b in wbufs { scratchPool.give(b) } }
         let bufs = UncheckedBox(wbufs.map { $0.pointer })
-        let vp = SendablePointer(v)
-        let uCached = UnsafeMutablePointer<Bool>.allocate(capacity: workers)
-        uCached.initialize(repeating: false, count: workers)
-        defer { uCached.deallocate() }
-        let cached = SendablePointer(uCached)
+        let state = UnsafeMutablePointer<Int>.allocate(capacity: workers * 4)
+        state.initialize(repeating: 0, count: workers * 4)   // [w]: U valid flag; then 3 timers (ns) per worker
+        defer { state.deallocate() }
+        let st = SendablePointer(state)
+        var inputSeconds = 0.0
         var start = 0
         while start < totalTiles {
             let count = min(tileBlock, totalTiles - start)
             let s = start
             // 1. Input transform, split over input channels.
+            let t0 = prof ? monotonicSeconds() : 0
             parallelFor(cin, minChunk: max(1, 4096 / max(1, count))) { range in
                 self.inputTransform(channels: range, start: s, count: count, v: vp.p)
             }
+            if prof { inputSeconds += monotonicSeconds() - t0 }
             // 2. Per worker: filter transform, 36 GEMMs, output transform.
             parallelFor(workers) { range in
                 for w in range {
                     let rows = self.rows(of: w)
                     if rows.isEmpty { continue }
                     let u = bufs.value[w], m = u + 36 * self.uStride
-                    let single = rows.count <= self.chunkRows
+                    let single = rows.count <= self.uRows
                     var c0 = rows.lowerBound
                     while c0 < rows.upperBound {
-                        let cr = min(self.chunkRows, rows.upperBound - c0)
-                        if !(single && cached[w]) {
+                        let cr = min(self.uRows, rows.upperBound - c0)
+                        var ta = prof ? monotonicSeconds() : 0
+                        if !(single && st[w] != 0) {
                             self.filterTransform(co0: c0, rows: cr, u: u)
-                            cached[w] = single
+                            st[w] = single ? 1 : 0
                         }
+                        if prof { let tb = monotonicSeconds(); st[workers + 3 * w] += Int((tb - ta) * 1e9); ta = tb }
                         let padded = (cr + gemmMR - 1) / gemmMR * gemmMR
-                        for xi in 0..<36 {
-                            gemmWorker(WinogradA(base: UnsafePointer(u + xi * self.uStride), padded: padded),
-                                       WinogradB(base: UnsafePointer(vp.p + xi * self.vStride), padded: self.tileBlock),
-                                       rows: 0..<cr, cols: 0..<count, k: self.cin, alpha: 1, beta: 0,
-                                       c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
+                        var r0 = 0
+                        while r0 < cr {
+                            let mr = min(self.mRows, cr - r0)
+                            for xi in 0..<36 {
+                                gemmWorker(WinogradA(base: UnsafePointer(u + xi * self.uStride), padded: padded, rowOffset: r0),
+                                           WinogradB(base: UnsafePointer(vp.p + xi * self.vStride), padded: self.tileBlock),
+                                           rows: 0..<mr, cols: 0..<count, k: self.cin, alpha: 1, beta: 0,
+                                           c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
+                            }
+                            if prof { let tb = monotonicSeconds(); st[workers + 3 * w + 1] += Int((tb - ta) * 1e9); ta = tb }
+                            self.outputTransform(co0: c0 + r0, rows: mr, start: s, count: count, m: UnsafePointer(m))
+                            if prof { let tb = monotonicSeconds(); st[workers + 3 * w + 2] += Int((tb - ta) * 1e9); ta = tb }
+                            r0 += mr
                         }
-                        self.outputTransform(co0: c0, rows: cr, start: s, count: count, m: UnsafePointer(m))
                         c0 += cr
                     }
                 }
             }
             start += count
         }
+        if prof {
+            var f = 0.0, g = 0.0, o = 0.0
+            for w in 0..<workers {
+                f += Double(state[workers + 3 * w]) * 1e-9
+                g += Double(state[workers + 3 * w + 1]) * 1e-9
+                o += Double(state[workers + 3 * w + 2]) * 1e-9
+            }
+            let total = monotonicSeconds() - tStart
+            let line = String(format: "winograd %d→%d %dx%d ×%d: %.1f ms wall; input %.1f ms wall, per-worker sums: filter %.1f, gemm %.1f, output %.1f ms; %d tile blocks of %d, U rows %d, M rows %d, %d workers\n",
+                              cin, cout, outH, outW, batch, total * 1e3, inputSeconds * 1e3, f * 1e3, g * 1e3, o * 1e3,
+                              (totalTiles + tileBlock - 1) / tileBlock, tileBlock, uRows, mRows, workers)
+            FileHandle.standardError.write(line.data(using: .utf8)!)
+        }
     }
+}
+
+/// DARKROOM_WINOGRAD_PROFILE=1 prints a time breakdown of every Winograd call to stderr.
+let winogradProfile = ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_PROFILE"] == "1"
+
+@inline(__always) func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
 /// Winograd F(4×4, 3×3) convolution (contract at the top of this file). outH/outW follow

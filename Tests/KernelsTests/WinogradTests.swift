@@ -121,6 +121,10 @@ final class WinogradTests: XCTestCase {
         // Large U/M budget, small V: U computed once per call and reused across tile blocks.
         winogradBlocking = WinogradBlocking(vFloats: 36 * 32 * 8, uFloats: 1 << 22, mFloats: 1 << 22)
         check(pad1(batch: 2, cin: 8, h: 21, w: 19, cout: 14), seed: 24)
+        // Whole U per worker, M in single-panel sub-chunks (GEMMs start inside U's rows).
+        winogradBlocking = WinogradBlocking(vFloats: 36 * 32 * 8, uFloats: 1 << 22, mFloats: 1)
+        check(pad1(batch: 2, cin: 8, h: 21, w: 19, cout: 26), residual: true, seed: 29)
+        check(pad1(cin: 8, h: 21, w: 19, cout: 26), threads: 1, weights: .packedHalf, seed: 30)
     }
 
     func testAutoDispatch() {
