@@ -234,7 +234,9 @@ func benchWinograd() {
     ]
     let saved = Conv3x3Algorithm.current
     defer { Conv3x3Algorithm.current = saved }
-    for (name, n, cin, cout, h, w) in cases {
+    // KB_CASE=substring runs only the matching cases (for profiling one shape).
+    let only = ProcessInfo.processInfo.environment["KB_CASE"]
+    for (name, n, cin, cout, h, w) in cases where only.map({ name.contains($0) }) ?? true {
         let x = Buffer(n * cin * h * w, seed: 1), wt = Buffer(cout * cin * 9, seed: 2)
         for i in 0..<wt.count { wt.p[i] *= 0.05 }
         let bias = Buffer(cout, seed: 3), y = Buffer(n * cout * h * w, seed: 4), r = Buffer(n * cout * h * w, seed: 5)

@@ -132,7 +132,7 @@ struct WinogradInput {
 }
 
 /// Buffer sizes (in floats) that bound Winograd's working memory; DARKROOM_WINOGRAD_V_KB,
-/// _U_KB and _M_KB override them for tuning. With the defaults every SD 1.5 VAE layer computes
+/// _U_KB, _M_KB and _TILES override them for tuning. With the defaults every SD 1.5 VAE layer computes
 /// its U once per call (≤ 36·512·512 floats = 38 MB), and the U-Net layers at 512 px whose U
 /// is larger (640 and 1280 channels) have few enough tiles for V to hold all of them, so no
 /// transform is ever repeated there either.
@@ -143,6 +143,9 @@ struct WinogradBlocking: Sendable {
     var uFloats: Int
     /// GEMM results M of one row chunk, per worker.
     var mFloats: Int
+    /// Most tiles in a block: more make the M rows per chunk (bounded by mFloats) too few for
+    /// the GEMM to reuse its V panels.
+    var maxTiles: Int = 512
 
     static func fromEnvironment() -> WinogradBlocking {
         func env(_ name: String, _ defKB: Int) -> Int {
@@ -151,7 +154,8 @@ struct WinogradBlocking: Sendable {
         }
         return WinogradBlocking(vFloats: env("DARKROOM_WINOGRAD_V_KB", 40 * 1024),
                                 uFloats: env("DARKROOM_WINOGRAD_U_KB", 40 * 1024),
-                                mFloats: env("DARKROOM_WINOGRAD_M_KB", 2 * 1024))
+                                mFloats: env("DARKROOM_WINOGRAD_M_KB", 8 * 1024),
+                                maxTiles: max(16, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_TILES"] ?? "") ?? 512))
     }
 }
 
@@ -255,12 +259,12 @@ final class WinogradPlan: @unchecked Sendable {
         tilesPerImage = tilesH * tilesW
         totalTiles = batch * tilesPerImage
         kcV = max(1, kBlockSize(max(cin, 1)))
-        let maxTiles = max(gemmNR, blocking.vFloats / (36 * max(cin, 1)) / gemmNR * gemmNR)
+        let maxTiles = max(gemmNR, min(blocking.maxTiles, blocking.vFloats / (36 * max(cin, 1))) / gemmNR * gemmNR)
         let blocks = (totalTiles + maxTiles - 1) / maxTiles
         let perBlock = (totalTiles + blocks - 1) / blocks
         tileBlock = (perBlock + gemmNR - 1) / gemmNR * gemmNR
-        vStride = (cin * tileBlock + 15) / 16 * 16
-        rowWidth = (4 * tilesW + 48 + 7) / 8 * 8
+        vStride = skewedStride(cin * tileBlock)
+        rowWidth = (4 * tilesW + 48 + 31) / 32 * 32
         ldm = tileBlock + gemmNR
         let panels = (cout + gemmMR - 1) / gemmMR
         workers = max(1, min(Threads.count, panels))
@@ -273,8 +277,8 @@ final class WinogradPlan: @unchecked Sendable {
         let mPanels = balanced(uPanels, max(1, blocking.mFloats / (36 * ldm * gemmMR)))
         uRows = uPanels * gemmMR
         mRows = mPanels * gemmMR
-        uStride = (uRows * cin + 15) / 16 * 16
-        mStride = (mRows * ldm + 15) / 16 * 16
+        uStride = skewedStride(uRows * cin)
+        mStride = skewedStride(mRows * ldm)
     }
 
     /// Output rows of worker w (MR-aligned split of the channel panels).
@@ -296,86 +300,167 @@ final class WinogradPlan: @unchecked Sendable {
     /// V for input channels `channels` of the tiles [start, start + count) (count ≤ tileBlock;
     /// columns past count up to the panel end are filled too, with the tiles that follow or zeros).
     func inputTransform(channels: Range<Int>, start: Int, count: Int, v: UnsafeMutablePointer<Float>) {
-        let rowBuf = scratchPool.take(6 * rowWidth + 36 * 8 * 2 + 64)
+        let rowBuf = scratchPool.take(12 * rowWidth + 36 * 8 * 2 + 64)
         defer { scratchPool.give(rowBuf) }
-        let rb = rowBuf.pointer
-        let tmp = rb + 6 * rowWidth              // 36 × 8 lanes: staged patch (slow path) / row pass
-        let w = tmp + 36 * 8                     // 36 × 8: row-transformed patch
+        let rb = rowBuf.pointer                  // 6 padded rows, then the same rows split by phase
+        let tmp = rb + 12 * rowWidth             // 36 × 8 lanes: staged patch (slow path)
         // Whole 16-tile panels, so the GEMM never reads unset columns.
         let groups = (count + gemmNR - 1) / gemmNR * 2
-        for ci in channels {
-            let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
-            let vci = v + p0 * tileBlock + (ci - p0) * gemmNR
-            var rowKey = -1
-            for g in 0..<groups {
-                let t0 = start + g * 8
-                let (n, ty, tx) = locate(t0)
-                let plane = n * cin + ci
-                if t0 < totalTiles && tx + 8 <= tilesW {
-                    // Fast path: 8 tiles of one tile row, read from the staged rows.
-                    let key = n * tilesH + ty
-                    if key != rowKey { stageRows(plane: plane, ty: ty, into: rb); rowKey = key }
-                    let base = rb + 4 * tx
-                    for r in 0..<6 {
-                        let s = base + r * rowWidth
-                        let x0 = ld8(s), x1 = ld8(s + 8), x2 = ld8(s + 16), x3 = ld8(s + 24), x4 = ld8(s + 32)
-                        let d0 = F8(x0[0], x0[4], x1[0], x1[4], x2[0], x2[4], x3[0], x3[4])
-                        let d1 = F8(x0[1], x0[5], x1[1], x1[5], x2[1], x2[5], x3[1], x3[5])
-                        let d2 = F8(x0[2], x0[6], x1[2], x1[6], x2[2], x2[6], x3[2], x3[6])
-                        let d3 = F8(x0[3], x0[7], x1[3], x1[7], x2[3], x2[7], x3[3], x3[7])
-                        let d4 = F8(x0[4], x1[0], x1[4], x2[0], x2[4], x3[0], x3[4], x4[0])
-                        let d5 = F8(x0[5], x1[1], x1[5], x2[1], x2[5], x3[1], x3[5], x4[1])
-                        let o = winogradInputRow(d0, d1, d2, d3, d4, d5)
-                        let wr = w + r * 48
-                        st8(wr, o.0); st8(wr + 8, o.1); st8(wr + 16, o.2)
-                        st8(wr + 24, o.3); st8(wr + 32, o.4); st8(wr + 40, o.5)
-                    }
-                } else {
-                    // Tiles that wrap to the next tile row or image, or lie past the last tile.
-                    for l in 0..<8 {
-                        let t = t0 + l
-                        if t >= totalTiles {
-                            for e in 0..<36 { tmp[e * 8 + l] = 0 }
-                            continue
-                        }
-                        let (n, ty, tx) = locate(t)
-                        let plane = n * cin + ci
-                        for r in 0..<6 {
-                            let y = 4 * ty - padTop + r
-                            for c in 0..<6 {
-                                let xx = 4 * tx - padLeft + c
-                                let inside = y >= 0 && y < x.height && xx >= 0 && xx < x.width
-                                tmp[(r * 6 + c) * 8 + l] = inside ? x.at(plane, y, xx) : 0
-                            }
-                        }
-                    }
-                    for r in 0..<6 {
-                        let s = tmp + r * 48
-                        let o = winogradInputRow(ld8(s), ld8(s + 8), ld8(s + 16), ld8(s + 24), ld8(s + 32), ld8(s + 40))
-                        let wr = w + r * 48
-                        st8(wr, o.0); st8(wr + 8, o.1); st8(wr + 16, o.2)
-                        st8(wr + 24, o.3); st8(wr + 32, o.4); st8(wr + 40, o.5)
+        // Groups of 8 tiles inside one tile row are transformed from staged rows, a run of them
+        // per channel: a channel's stores then touch only that run's panels (36 matrices × a few
+        // pages), not the whole block's, which keeps the TLB working set small.
+        var g = 0
+        while g < groups {
+            let t0 = start + g * 8
+            let (n, ty, tx) = locate(t0)
+            if t0 < totalTiles && tx + 8 <= tilesW {
+                let run = min(groups - g, (tilesW - tx) / 8)
+                for ci in channels {
+                    stageRows(plane: n * cin + ci, ty: ty, into: rb)
+                    for k in 0..<run {
+                        // Phase c of staged row r holds padded columns 4j + c: lane l of
+                        // d(r, c) is column 4·(tx + l) + c, so every load is contiguous.
+                        let base = UnsafePointer(rb + 6 * rowWidth + tx + 8 * k)
+                        let q = rowWidth / 4
+                        transformPatch({ r, c in ld8(base + r * rowWidth + (c & 3) * q + (c >> 2)) },
+                                       ci: ci, group: g + k, v: v)
                     }
                 }
-                // Column pass: V[i][j] = Bᵀ · (column j of the row-transformed patch).
-                let dst = vci + (g >> 1) * gemmNR * kc + (g & 1) * 8
-                for j in 0..<6 {
-                    let c = w + j * 8
-                    let o = winogradInputRow(ld8(c), ld8(c + 48), ld8(c + 96), ld8(c + 144), ld8(c + 192), ld8(c + 240))
-                    st8(dst + j * vStride, o.0)
-                    st8(dst + (6 + j) * vStride, o.1)
-                    st8(dst + (12 + j) * vStride, o.2)
-                    st8(dst + (18 + j) * vStride, o.3)
-                    st8(dst + (24 + j) * vStride, o.4)
-                    st8(dst + (30 + j) * vStride, o.5)
+                g += run
+                continue
+            }
+            // Tiles that wrap to the next tile row or image, or lie past the last tile.
+            for ci in channels {
+                for l in 0..<8 {
+                    let t = t0 + l
+                    if t >= totalTiles {
+                        for e in 0..<36 { tmp[e * 8 + l] = 0 }
+                        continue
+                    }
+                    let (n, ty, tx) = locate(t)
+                    let plane = n * cin + ci
+                    for r in 0..<6 {
+                        let y = 4 * ty - padTop + r
+                        for c in 0..<6 {
+                            let xx = 4 * tx - padLeft + c
+                            let inside = y >= 0 && y < x.height && xx >= 0 && xx < x.width
+                            tmp[(r * 6 + c) * 8 + l] = inside ? x.at(plane, y, xx) : 0
+                        }
+                    }
                 }
+                transformPatch({ r, c in ld8(tmp + (r * 6 + c) * 8) }, ci: ci, group: g, v: v)
+            }
+            g += 1
+        }
+    }
+
+    /// V = Bᵀ·d·B for the 8 tiles of group g (lane = tile; d(r, c) loads row r, column c of
+    /// their 6×6 patches), stored for channel ci in the packed B layout of the 36 matrices.
+    /// Computed column by column of d·B straight from the loads: staging d·B in memory and
+    /// reading it back lost to failed store-to-load forwarding whenever LLVM split a store.
+    @inline(__always)
+    func transformPatch(_ d: (Int, Int) -> F8, ci: Int, group g: Int, v: UnsafeMutablePointer<Float>) {
+        let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
+        let dst = v + p0 * tileBlock + (ci - p0) * gemmNR + (g >> 1) * gemmNR * kc + (g & 1) * 8
+        @inline(__always) func put(_ j: Int, _ w0: F8, _ w1: F8, _ w2: F8, _ w3: F8, _ w4: F8, _ w5: F8) {
+            let o = winogradInputRow(w0, w1, w2, w3, w4, w5)
+            st8(dst + j * vStride, o.0)
+            st8(dst + (6 + j) * vStride, o.1)
+            st8(dst + (12 + j) * vStride, o.2)
+            st8(dst + (18 + j) * vStride, o.3)
+            st8(dst + (24 + j) * vStride, o.4)
+            st8(dst + (30 + j) * vStride, o.5)
+        }
+        let four = F8(repeating: 4), minusFive = F8(repeating: -5), two = F8(repeating: 2)
+        // Column 0 of d·B: 4·d0 − 5·d2 + d4.
+        @inline(__always) func c0(_ r: Int) -> F8 { fma8(four, d(r, 0), fma8(minusFive, d(r, 2), d(r, 4))) }
+        put(0, c0(0), c0(1), c0(2), c0(3), c0(4), c0(5))
+        // Columns 1 and 2: −4·(d1 + d2) + (d3 + d4) and 4·(d1 − d2) + (d4 − d3).
+        @inline(__always) func c12(_ r: Int) -> (F8, F8) {
+            let d1 = d(r, 1), d2 = d(r, 2), d3 = d(r, 3), d4 = d(r, 4)
+            return (fma8(-four, d1 + d2, d3 + d4), fma8(four, d1 - d2, d4 - d3))
+        }
+        do {
+            let a0 = c12(0), a1 = c12(1), a2 = c12(2), a3 = c12(3), a4 = c12(4), a5 = c12(5)
+            put(1, a0.0, a1.0, a2.0, a3.0, a4.0, a5.0)
+            put(2, a0.1, a1.1, a2.1, a3.1, a4.1, a5.1)
+        }
+        // Columns 3 and 4: ±2·(d3 − d1) + (d4 − d2).
+        @inline(__always) func c34(_ r: Int) -> (F8, F8) {
+            let d1 = d(r, 1), d2 = d(r, 2), d3 = d(r, 3), d4 = d(r, 4)
+            let e = d4 - d2, f = d3 - d1
+            return (fma8(two, f, e), fma8(-two, f, e))
+        }
+        do {
+            let a0 = c34(0), a1 = c34(1), a2 = c34(2), a3 = c34(3), a4 = c34(4), a5 = c34(5)
+            put(3, a0.0, a1.0, a2.0, a3.0, a4.0, a5.0)
+            put(4, a0.1, a1.1, a2.1, a3.1, a4.1, a5.1)
+        }
+        // Column 5: 4·d1 − 5·d3 + d5.
+        @inline(__always) func c5(_ r: Int) -> F8 { fma8(four, d(r, 1), fma8(minusFive, d(r, 3), d(r, 5))) }
+        put(5, c5(0), c5(1), c5(2), c5(3), c5(4), c5(5))
+    }
+
+    /// Copies the 6 input rows of tile row ty (zero outside the image) into the row buffer,
+    /// column x of the image at buffer column x + padLeft, then splits each row by column phase:
+    /// rb[6·rowWidth + r·rowWidth + c·(rowWidth/4) + j] = row r, padded column 4j + c. (Gathering
+    /// every 4th column with SIMD lane inserts made LLVM scalarise the whole transform; this
+    /// loop is a plain interleaved access that the loop vectoriser turns into shuffles.)
+    func stageRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
+        let q = rowWidth / 4
+        if x.colMap != nil {
+            // Resized input: build the padded rows, then split them.
+            stageLinearRows(plane: plane, ty: ty, into: rb)
+            for r in 0..<6 {
+                let src = UnsafePointer(rb + r * rowWidth)
+                let p0 = rb + 6 * rowWidth + r * rowWidth
+                let p1 = p0 + q, p2 = p0 + 2 * q, p3 = p0 + 3 * q
+                for j in 0..<q {
+                    p0[j] = src[4 * j]; p1[j] = src[4 * j + 1]; p2[j] = src[4 * j + 2]; p3[j] = src[4 * j + 3]
+                }
+            }
+            return
+        }
+        // Split straight from the image: padded column 4j + c is image column 4j + c − padLeft.
+        let width = x.width
+        let jLo = min(q, (padLeft + 3) / 4)                       // first j with 4j − padLeft ≥ 0
+        let jHi = max(jLo, min(q, (width + padLeft - 3 + 3) / 4))  // j < jHi: 4j + 3 − padLeft < width
+        for r in 0..<6 {
+            let p0 = rb + 6 * rowWidth + r * rowWidth
+            let p1 = p0 + q, p2 = p0 + 2 * q, p3 = p0 + 3 * q
+            let y = 4 * ty - padTop + r
+            if y < 0 || y >= x.height {
+                p0.update(repeating: 0, count: 4 * q)
+                continue
+            }
+            let src = x.base + (plane * x.srcH + (x.rowMap.map { Int($0[y]) } ?? y)) * x.srcW
+            @inline(__always) func at(_ xx: Int) -> Float { xx >= 0 && xx < width ? src[xx] : 0 }
+            for j in 0..<jLo {
+                p0[j] = at(4 * j - padLeft); p1[j] = at(4 * j + 1 - padLeft)
+                p2[j] = at(4 * j + 2 - padLeft); p3[j] = at(4 * j + 3 - padLeft)
+            }
+            let s = src - padLeft
+            var j = jLo
+            while j + 8 <= jHi {
+                // 32 columns → 8 of each phase: two rounds of even/odd lane selection.
+                let a = ld8(s + 4 * j), b = ld8(s + 4 * j + 8), c = ld8(s + 4 * j + 16), d = ld8(s + 4 * j + 24)
+                let e1 = evenLanes(a, b), o1 = oddLanes(a, b), e2 = evenLanes(c, d), o2 = oddLanes(c, d)
+                st8(p0 + j, evenLanes(e1, e2)); st8(p2 + j, oddLanes(e1, e2))
+                st8(p1 + j, evenLanes(o1, o2)); st8(p3 + j, oddLanes(o1, o2))
+                j += 8
+            }
+            while j < jHi {
+                p0[j] = s[4 * j]; p1[j] = s[4 * j + 1]; p2[j] = s[4 * j + 2]; p3[j] = s[4 * j + 3]
+                j += 1
+            }
+            for j in jHi..<q {
+                p0[j] = at(4 * j - padLeft); p1[j] = at(4 * j + 1 - padLeft)
+                p2[j] = at(4 * j + 2 - padLeft); p3[j] = at(4 * j + 3 - padLeft)
             }
         }
     }
 
-    /// Copies the 6 input rows of tile row ty (zero outside the image) into the row buffer,
-    /// column x of the image at buffer column x + padLeft.
-    func stageRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
+    func stageLinearRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
         for r in 0..<6 {
             let row = rb + r * rowWidth
             let y = 4 * ty - padTop + r
@@ -402,7 +487,7 @@ final class WinogradPlan: @unchecked Sendable {
     func filterTransform(co0: Int, rows: Int, u: UnsafeMutablePointer<Float>) {
         let padded = (rows + gemmMR - 1) / gemmMR * gemmMR
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 64 + 18 * 8) { buf in
-            let taps = buf.baseAddress!          // taps[t·6 + i]: tap t of row i (+ zero tail)
+            let taps = buf.baseAddress!          // slow path: taps[t·6 + i] (+ zero tail)
             let tg = taps + 64                   // G·g rows: tg[(i·3 + b)·8]
             taps.update(repeating: 0, count: 64)
             var q = 0
@@ -410,13 +495,23 @@ final class WinogradPlan: @unchecked Sendable {
                 let r0 = co0 + q
                 let mr = min(gemmMR, co0 + rows - r0)
                 for ci in 0..<cin {
-                    loadTaps(row0: r0, rows: mr, ci: ci, into: taps)
-                    // Lanes 0..<6 are the panel's rows; lanes 6 and 7 read the next tap (ignored).
+                    // Lanes 0..<6 are the panel's rows; lanes 6 and 7 hold the next tap (ignored).
+                    let g = tapVectors(row0: r0, rows: mr, ci: ci, scratch: taps)
                     // Columns of g: t = G·g (6 × 3).
-                    for b in 0..<3 {
-                        let o = winogradFilterRow(ld8(taps + b * 6), ld8(taps + (3 + b) * 6), ld8(taps + (6 + b) * 6))
-                        st8(tg + b * 8, o.0); st8(tg + (3 + b) * 8, o.1); st8(tg + (6 + b) * 8, o.2)
-                        st8(tg + (9 + b) * 8, o.3); st8(tg + (12 + b) * 8, o.4); st8(tg + (15 + b) * 8, o.5)
+                    do {
+                        let o = winogradFilterRow(g.0, g.3, g.6)
+                        st8(tg, o.0); st8(tg + 24, o.1); st8(tg + 48, o.2)
+                        st8(tg + 72, o.3); st8(tg + 96, o.4); st8(tg + 120, o.5)
+                    }
+                    do {
+                        let o = winogradFilterRow(g.1, g.4, g.7)
+                        st8(tg + 8, o.0); st8(tg + 32, o.1); st8(tg + 56, o.2)
+                        st8(tg + 80, o.3); st8(tg + 104, o.4); st8(tg + 128, o.5)
+                    }
+                    do {
+                        let o = winogradFilterRow(g.2, g.5, g.8)
+                        st8(tg + 16, o.0); st8(tg + 40, o.1); st8(tg + 64, o.2)
+                        st8(tg + 88, o.3); st8(tg + 112, o.4); st8(tg + 136, o.5)
                     }
                     let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
                     let dst = u + p0 * padded + q * kc + (ci - p0) * gemmMR
@@ -441,8 +536,40 @@ final class WinogradPlan: @unchecked Sendable {
         UnsafeMutableRawPointer(p + 4).storeBytes(of: SIMD2<Float>(v[4], v[5]), as: SIMD2<Float>.self)
     }
 
-    /// taps[t·6 + i] = weight[row0 + i, ci, t / 3, t % 3] for i < rows, 0 for rows ≤ i < 6.
+    /// The 9 taps of input channel ci for output rows row0 ..< row0 + 6 as vectors (lane i =
+    /// row row0 + i, zero for i ≥ rows; lanes 6 and 7 unspecified). Loaded straight from the
+    /// packed weight (the vector loads must not read values just stored with another width:
+    /// a failed store-to-load forward costs more than the whole transform).
     @inline(__always)
+    func tapVectors(row0: Int, rows: Int, ci: Int, scratch taps: UnsafeMutablePointer<Float>)
+        -> (F8, F8, F8, F8, F8, F8, F8, F8, F8) {
+        if case let .packed(m) = filter {
+            // Packed panels: element (row, p) of k block [pb, pb + kc) is at
+            // pb·padded + (row / MR)·MR·kc + (p − pb)·MR + row % MR; the 6 rows of a panel are
+            // contiguous and zero past the last row, so a channel's 9 taps are 54 consecutive
+            // values unless a k block boundary cuts through them. (PackedMatrix keeps slack
+            // after its panels, so reading 8 values at the last tap stays in bounds.)
+            let p = ci * 9
+            let pb = p / m.kc * m.kc
+            if (p + 8) / m.kc * m.kc == pb {
+                let off = pb * m.padded + row0 * min(m.kc, m.cols - pb) + (p - pb) * gemmMR
+                if let f = m.f32 {
+                    let s = UnsafePointer(f + off)
+                    return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
+                            ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
+                }
+                let s = UnsafeRawPointer(m.f16! + off)
+                @inline(__always) func h(_ t: Int) -> F8 { F8(s.loadUnaligned(fromByteOffset: 12 * t, as: SIMD8<Float16>.self)) }
+                return (h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7), h(8))
+            }
+        }
+        loadTaps(row0: row0, rows: rows, ci: ci, into: taps)
+        let s = UnsafePointer(taps)
+        return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
+                ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
+    }
+
+    /// taps[t·6 + i] = weight[row0 + i, ci, t / 3, t % 3] for i < rows, 0 for rows ≤ i < 6.
     func loadTaps(row0: Int, rows: Int, ci: Int, into taps: UnsafeMutablePointer<Float>) {
         switch filter {
         case let .dense(w, ld):
@@ -455,22 +582,11 @@ final class WinogradPlan: @unchecked Sendable {
                 }
             }
         case let .packed(m):
-            // Packed panels: element (row, p) of k block [pb, pb + kc) is at
-            // pb·padded + (row / MR)·MR·kc + (p − pb)·MR + row % MR; the 6 rows of a panel are
-            // contiguous and zero past the last row, so a channel's 9 taps are 54 consecutive
-            // values unless a k block boundary cuts through them.
-            let k = m.cols, kcW = m.kc
             let p = ci * 9
-            let pb = p / kcW * kcW
-            if (p + 8) / kcW * kcW == pb {
-                let off = pb * m.padded + row0 * min(kcW, k - pb) + (p - pb) * gemmMR
-                if let f = m.f32 { taps.update(from: f + off, count: 54) } else { widenHalf(m.f16! + off, taps, 54) }
-                return
-            }
             for t in 0..<9 {
                 let pt = p + t
-                let pb = pt / kcW * kcW
-                let off = pb * m.padded + row0 * min(kcW, k - pb) + (pt - pb) * gemmMR
+                let pb = pt / m.kc * m.kc
+                let off = pb * m.padded + row0 * min(m.kc, m.cols - pb) + (pt - pb) * gemmMR
                 if let f = m.f32 {
                     (taps + t * 6).update(from: f + off, count: 6)
                 } else {
@@ -483,62 +599,82 @@ final class WinogradPlan: @unchecked Sendable {
     // MARK: Output transform
 
     /// Output channels [co0, co0 + rows) of tiles [start, start + count) from M.
+    /// Runs of 8-tile groups inside one tile row go through a phase-split staging buffer
+    /// (q[(i·4 + k)·qw + j] = pixel (4·ty + i, 4·(tx0 + j) + k)), which a plain interleaving
+    /// loop then writes out with the bias already added and the residual added on the way.
     func outputTransform(co0: Int, rows: Int, start: Int, count: Int, m: UnsafePointer<Float>) {
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 24 * 8 + 16 * 8) { buf in
-            let t1 = buf.baseAddress!            // Aᵀ·M: t1[(i·6 + j)·8]
-            let ys = t1 + 24 * 8                 // slow path: y[(i·4 + k)·8]
+        let qw = (tilesW + 15) / 8 * 8
+        withScratch(16 * qw + 16 * 8) { buf in
+            let q = buf
+            let ys = q + 16 * qw                 // slow path: y[(i·4 + k)·8]
             let outPlane = outH * outW
             for r in 0..<rows {
                 let co = co0 + r
                 let bv = F8(repeating: bias?[co] ?? 0)
                 let mrow = m + r * ldm
+                // y[i][k] for the 8 tiles of group g (lanes = tiles), handed to `emit`; straight
+                // from the loads of M, rows (0, 2) and (1, 3) of Aᵀ·M in two passes.
+                @inline(__always) func group(_ g: Int, _ emit: (Int, F8, F8, F8, F8) -> Void) {
+                    @inline(__always) func mv(_ a: Int, _ j: Int) -> F8 { ld8(mrow + (a * 6 + j) * mStride + g) }
+                    let four = F8(repeating: 4), two = F8(repeating: 2), eight = F8(repeating: 8)
+                    @inline(__always) func even(_ j: Int) -> (F8, F8) {
+                        let a = mv(1, j) + mv(2, j), c = mv(3, j) + mv(4, j)
+                        return (mv(0, j) + a + c, fma8(four, c, a))
+                    }
+                    do {
+                        let e0 = even(0), e1 = even(1), e2 = even(2), e3 = even(3), e4 = even(4), e5 = even(5)
+                        var o = winogradOutputRow(e0.0, e1.0, e2.0, e3.0, e4.0, e5.0)
+                        emit(0, o.0 + bv, o.1 + bv, o.2 + bv, o.3 + bv)
+                        o = winogradOutputRow(e0.1, e1.1, e2.1, e3.1, e4.1, e5.1)
+                        emit(2, o.0 + bv, o.1 + bv, o.2 + bv, o.3 + bv)
+                    }
+                    @inline(__always) func odd(_ j: Int) -> (F8, F8) {
+                        let b = mv(1, j) - mv(2, j), d = mv(3, j) - mv(4, j)
+                        return (fma8(two, d, b), fma8(eight, d, b + mv(5, j)))
+                    }
+                    do {
+                        let e0 = odd(0), e1 = odd(1), e2 = odd(2), e3 = odd(3), e4 = odd(4), e5 = odd(5)
+                        var o = winogradOutputRow(e0.0, e1.0, e2.0, e3.0, e4.0, e5.0)
+                        emit(1, o.0 + bv, o.1 + bv, o.2 + bv, o.3 + bv)
+                        o = winogradOutputRow(e0.1, e1.1, e2.1, e3.1, e4.1, e5.1)
+                        emit(3, o.0 + bv, o.1 + bv, o.2 + bv, o.3 + bv)
+                    }
+                }
                 var g = 0
                 while g < count {
-                    // Column pass over the 6 rows of each of the 6 columns.
-                    for j in 0..<6 {
-                        let s = mrow + j * mStride + g
-                        let o = winogradOutputRow(ld8(s), ld8(s + 6 * mStride), ld8(s + 12 * mStride),
-                                                  ld8(s + 18 * mStride), ld8(s + 24 * mStride), ld8(s + 30 * mStride))
-                        st8(t1 + j * 8, o.0); st8(t1 + (6 + j) * 8, o.1)
-                        st8(t1 + (12 + j) * 8, o.2); st8(t1 + (18 + j) * 8, o.3)
-                    }
                     let t0 = start + g
                     let (n, ty, tx) = locate(t0)
-                    let fast = g + 8 <= count && tx + 8 <= tilesW && 4 * (tx + 8) <= outW && 4 * ty + 4 <= outH
                     let plane = (n * cout + co) * outPlane
-                    for i in 0..<4 {
-                        let s = t1 + i * 48
-                        let o = winogradOutputRow(ld8(s), ld8(s + 8), ld8(s + 16), ld8(s + 24), ld8(s + 32), ld8(s + 40))
-                        let y0 = o.0 + bv, y1 = o.1 + bv, y2 = o.2 + bv, y3 = o.3 + bv
-                        if fast {
-                            // Interleave: output pixel 4·l + k of the row comes from lane l of y_k.
-                            var v0 = F8(y0[0], y1[0], y2[0], y3[0], y0[1], y1[1], y2[1], y3[1])
-                            var v1 = F8(y0[2], y1[2], y2[2], y3[2], y0[3], y1[3], y2[3], y3[3])
-                            var v2 = F8(y0[4], y1[4], y2[4], y3[4], y0[5], y1[5], y2[5], y3[5])
-                            var v3 = F8(y0[6], y1[6], y2[6], y3[6], y0[7], y1[7], y2[7], y3[7])
-                            let off = plane + (4 * ty + i) * outW + 4 * tx
-                            if let residual {
-                                let rp = residual + off
-                                v0 += ld8(rp); v1 += ld8(rp + 8); v2 += ld8(rp + 16); v3 += ld8(rp + 24)
+                    let run = tx + 8 <= tilesW ? min((count - g) / 8, (tilesW - tx) / 8) : 0
+                    if run > 0 {
+                        for k in 0..<run {
+                            group(g + 8 * k) { i, y0, y1, y2, y3 in
+                                let d = q + i * 4 * qw + 8 * k
+                                st8(d, y0); st8(d + qw, y1); st8(d + 2 * qw, y2); st8(d + 3 * qw, y3)
                             }
-                            let d = output + off
-                            st8(d, v0); st8(d + 8, v1); st8(d + 16, v2); st8(d + 24, v3)
-                        } else {
-                            st8(ys + (i * 4) * 8, y0); st8(ys + (i * 4 + 1) * 8, y1)
-                            st8(ys + (i * 4 + 2) * 8, y2); st8(ys + (i * 4 + 3) * 8, y3)
                         }
+                        let cols = min(32 * run, outW - 4 * tx)
+                        for i in 0..<4 where 4 * ty + i < outH {
+                            let off = plane + (4 * ty + i) * outW + 4 * tx
+                            interleaveRow(q + i * 4 * qw, qw, cols: cols, residual: residual.map { $0 + off }, into: output + off)
+                        }
+                        g += 8 * run
+                        continue
                     }
-                    if !fast {
-                        for l in 0..<min(8, count - g) {
-                            let (n, ty, tx) = locate(t0 + l)
-                            let plane = (n * cout + co) * outPlane
-                            for i in 0..<4 where 4 * ty + i < outH {
-                                for k in 0..<4 where 4 * tx + k < outW {
-                                    let off = plane + (4 * ty + i) * outW + 4 * tx + k
-                                    var v = ys[(i * 4 + k) * 8 + l]
-                                    if let residual { v += residual[off] }
-                                    output[off] = v
-                                }
+                    // A group that wraps to the next tile row or image, or is cut by count.
+                    group(g) { i, y0, y1, y2, y3 in
+                        st8(ys + (i * 4) * 8, y0); st8(ys + (i * 4 + 1) * 8, y1)
+                        st8(ys + (i * 4 + 2) * 8, y2); st8(ys + (i * 4 + 3) * 8, y3)
+                    }
+                    for l in 0..<min(8, count - g) {
+                        let (n, ty, tx) = locate(t0 + l)
+                        let plane = (n * cout + co) * outPlane
+                        for i in 0..<4 where 4 * ty + i < outH {
+                            for k in 0..<4 where 4 * tx + k < outW {
+                                let off = plane + (4 * ty + i) * outW + 4 * tx + k
+                                var v = ys[(i * 4 + k) * 8 + l]
+                                if let residual { v += residual[off] }
+                                output[off] = v
                             }
                         }
                     }
@@ -548,11 +684,32 @@ final class WinogradPlan: @unchecked Sendable {
         }
     }
 
+    /// dst[4j + k] = q[k·qw + j] (+ residual[4j + k]) for the first `cols` columns.
+    @inline(__always)
+    func interleaveRow(_ q: UnsafePointer<Float>, _ qw: Int, cols: Int, residual: UnsafePointer<Float>?,
+                       into dst: UnsafeMutablePointer<Float>) {
+        let q0 = q, q1 = q + qw, q2 = q + 2 * qw, q3 = q + 3 * qw
+        let full = cols / 4
+        if let residual {
+            for j in 0..<full {
+                dst[4 * j] = q0[j] + residual[4 * j]; dst[4 * j + 1] = q1[j] + residual[4 * j + 1]
+                dst[4 * j + 2] = q2[j] + residual[4 * j + 2]; dst[4 * j + 3] = q3[j] + residual[4 * j + 3]
+            }
+            for c in (4 * full)..<cols { dst[c] = q[(c & 3) * qw + full] + residual[c] }
+        } else {
+            for j in 0..<full {
+                dst[4 * j] = q0[j]; dst[4 * j + 1] = q1[j]; dst[4 * j + 2] = q2[j]; dst[4 * j + 3] = q3[j]
+            }
+            for c in (4 * full)..<cols { dst[c] = q[(c & 3) * qw + full] }
+        }
+    }
+
     // MARK: Run
 
     func run() {
         let prof = winogradProfile
         let tStart = prof ? monotonicSeconds() : 0
+        let cpuStart = prof ? cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) : 0
         let vBuf = scratchPool.take(36 * vStride + 64)
         defer { scratchPool.give(vBuf) }
         let vp = SendablePointer(vBuf.pointer)
@@ -572,11 +729,11 @@ final class WinogradPlan: @unchecked Sendable {
             let count = min(tileBlock, totalTiles - start)
             let s = start
             // 1. Input transform, split over input channels.
-            let t0 = prof ? monotonicSeconds() : 0
+            let t0 = prof ? cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) : 0
             parallelFor(cin, minChunk: max(1, 4096 / max(1, count))) { range in
                 self.inputTransform(channels: range, start: s, count: count, v: vp.p)
             }
-            if prof { inputSeconds += monotonicSeconds() - t0 }
+            if prof { inputSeconds += cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - t0 }
             // 2. Per worker: filter transform, 36 GEMMs, output transform.
             parallelFor(workers) { range in
                 for w in range {
@@ -587,12 +744,12 @@ final class WinogradPlan: @unchecked Sendable {
                     var c0 = rows.lowerBound
                     while c0 < rows.upperBound {
                         let cr = min(self.uRows, rows.upperBound - c0)
-                        var ta = prof ? monotonicSeconds() : 0
+                        var ta = prof ? cpuSeconds(CLOCK_THREAD_CPUTIME_ID) : 0
                         if !(single && st[w] != 0) {
                             self.filterTransform(co0: c0, rows: cr, u: u)
                             st[w] = single ? 1 : 0
                         }
-                        if prof { let tb = monotonicSeconds(); st[workers + 3 * w] += Int((tb - ta) * 1e9); ta = tb }
+                        if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w] += Int((tb - ta) * 1e9); ta = tb }
                         let padded = (cr + gemmMR - 1) / gemmMR * gemmMR
                         var r0 = 0
                         while r0 < cr {
@@ -603,9 +760,9 @@ final class WinogradPlan: @unchecked Sendable {
                                            rows: 0..<mr, cols: 0..<count, k: self.cin, alpha: 1, beta: 0,
                                            c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
                             }
-                            if prof { let tb = monotonicSeconds(); st[workers + 3 * w + 1] += Int((tb - ta) * 1e9); ta = tb }
+                            if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w + 1] += Int((tb - ta) * 1e9); ta = tb }
                             self.outputTransform(co0: c0 + r0, rows: mr, start: s, count: count, m: UnsafePointer(m))
-                            if prof { let tb = monotonicSeconds(); st[workers + 3 * w + 2] += Int((tb - ta) * 1e9); ta = tb }
+                            if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w + 2] += Int((tb - ta) * 1e9); ta = tb }
                             r0 += mr
                         }
                         c0 += cr
@@ -622,16 +779,43 @@ final class WinogradPlan: @unchecked Sendable {
                 o += Double(state[workers + 3 * w + 2]) * 1e-9
             }
             let total = monotonicSeconds() - tStart
-            let line = String(format: "winograd %d→%d %dx%d ×%d: %.1f ms wall; input %.1f ms wall, per-worker sums: filter %.1f, gemm %.1f, output %.1f ms; %d tile blocks of %d, U rows %d, M rows %d, %d workers\n",
-                              cin, cout, outH, outW, batch, total * 1e3, inputSeconds * 1e3, f * 1e3, g * 1e3, o * 1e3,
+            let cpu = cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - cpuStart
+            let line = String(format: "winograd %d→%d %dx%d ×%d: %.1f ms wall, %.1f ms CPU: input %.1f, filter %.1f, gemm %.1f, output %.1f ms CPU; %d tile blocks of %d, U rows %d, M rows %d, %d workers\n",
+                              cin, cout, outH, outW, batch, total * 1e3, cpu * 1e3, inputSeconds * 1e3, f * 1e3, g * 1e3, o * 1e3,
                               (totalTiles + tileBlock - 1) / tileBlock, tileBlock, uRows, mRows, workers)
             FileHandle.standardError.write(line.data(using: .utf8)!)
         }
     }
 }
 
-/// DARKROOM_WINOGRAD_PROFILE=1 prints a time breakdown of every Winograd call to stderr.
+/// Lanes 0, 2, 4, 6 of a then of b (one shufflevector; vshufps + vpermpd on AVX2).
+@inline(__always) func evenLanes(_ a: F8, _ b: F8) -> F8 {
+    F8(lowHalf: a.evenHalf, highHalf: b.evenHalf)
+}
+
+/// Lanes 1, 3, 5, 7 of a then of b.
+@inline(__always) func oddLanes(_ a: F8, _ b: F8) -> F8 {
+    F8(lowHalf: a.oddHalf, highHalf: b.oddHalf)
+}
+
+/// The stride between the 36 matrices of V, U or M: at least n floats, an odd number of cache
+/// lines. The transforms write (and the output transform reads) all 36 at once; with a stride
+/// that is a multiple of 4 KB (e.g. 128 channels × 2048 tiles) the 36 streams share one L1 set
+/// and every access misses.
+func skewedStride(_ n: Int) -> Int {
+    let lines = (n + 15) / 16
+    return (lines | 1) * 16
+}
+
+/// DARKROOM_WINOGRAD_PROFILE=1 prints a time breakdown of every Winograd call to stderr (CPU
+/// time, which other jobs on a shared machine do not inflate).
 let winogradProfile = ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_PROFILE"] == "1"
+
+@inline(__always) func cpuSeconds(_ clock: clockid_t) -> Double {
+    var ts = timespec()
+    clock_gettime(clock, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
 
 @inline(__always) func monotonicSeconds() -> Double {
     var ts = timespec()

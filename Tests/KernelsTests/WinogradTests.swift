@@ -84,6 +84,12 @@ final class WinogradTests: XCTestCase {
         // and the output interleave runs for the groups whose tiles are all inside.
         check(pad1(cin: 9, h: 8, w: 64, cout: 17), seed: 9)
         check(pad1(batch: 2, cin: 4, h: 12, w: 36, cout: 6), residual: true, seed: 10)
+        // Runs of whole groups whose last tile is clipped (30 and 62 columns), with and without
+        // residual, and the staged rows with 0 and 2 columns of left padding.
+        check(pad1(cin: 5, h: 7, w: 30, cout: 9), seed: 31)
+        check(pad1(batch: 2, cin: 5, h: 9, w: 62, cout: 7), residual: true, seed: 32)
+        check(Shape(cin: 3, h: 6, w: 66, cout: 5, kh: 3, kw: 3), residual: true, seed: 33)
+        check(Shape(cin: 3, h: 7, w: 62, cout: 5, kh: 3, kw: 3, pt: 2, pl: 2, pb: 0, pr: 0), seed: 34)
     }
 
     func testBatchBiasResidualAndOddChannels() {
