@@ -60,12 +60,15 @@ public enum Conv3x3Algorithm: String, Sendable {
     }
 }
 
-/// Whether `auto` runs a 3×3 stride-1 convolution with Winograd. Below ~16 tiles the 16-wide
-/// GEMM panels are mostly padding and the per-call filter transform is not amortised; below
-/// 32 channels the transforms cost about as much as the multiply-adds they save.
+/// Whether `auto` runs a 3×3 stride-1 convolution with Winograd (measured with KernelBench's
+/// `winograd` group, one thread): below 16 tiles the 16-wide GEMM panels are mostly padding and
+/// the per-call filter transform is not amortised (1280 channels at 8×8, batch 2: 1.4–1.9×
+/// slower; at 16 tiles 0.73× the im2col time); below 32 output channels the input transform,
+/// paid once per input channel and tile, costs more than the multiply-adds it saves (VAE
+/// conv_out 128→3: 1.1–1.7× slower). Few input channels are fine (conv_in 4→320: 0.5×).
 func winogradPreferred(batch: Int, inChannels: Int, outChannels: Int, outH: Int, outW: Int) -> Bool {
     let tiles = batch * ((outH + 3) / 4) * ((outW + 3) / 4)
-    return tiles >= 16 && inChannels >= 32 && outChannels >= 32
+    return tiles >= 16 && outChannels >= 32 && inChannels >= 1
 }
 
 /// Where a convolution's 3×3 weights come from: [outC, inC·9] rows with a row stride, or the

@@ -135,13 +135,15 @@ final class WinogradTests: XCTestCase {
 
     func testAutoDispatch() {
         XCTAssertTrue(winogradPreferred(batch: 1, inChannels: 128, outChannels: 128, outH: 256, outW: 256))
-        XCTAssertTrue(winogradPreferred(batch: 2, inChannels: 1280, outChannels: 1280, outH: 8, outW: 8) == false)
-        XCTAssertFalse(winogradPreferred(batch: 1, inChannels: 4, outChannels: 512, outH: 64, outW: 64))
+        XCTAssertTrue(winogradPreferred(batch: 1, inChannels: 1280, outChannels: 1280, outH: 16, outW: 16))
+        XCTAssertFalse(winogradPreferred(batch: 2, inChannels: 1280, outChannels: 1280, outH: 8, outW: 8))
+        XCTAssertTrue(winogradPreferred(batch: 2, inChannels: 4, outChannels: 320, outH: 64, outW: 64))
         XCTAssertFalse(winogradPreferred(batch: 1, inChannels: 128, outChannels: 3, outH: 512, outW: 512))
+        XCTAssertEqual(Conv3x3Algorithm.autoChoice(batch: 1, inChannels: 8, outChannels: 8, outH: 64, outW: 64), .im2col)
         // auto on a shape it takes gives the Winograd result, on one it refuses the im2col one.
         Conv3x3Algorithm.current = .auto
-        check(pad1(cin: 32, h: 16, w: 16, cout: 32), seed: 25)
-        check(pad1(cin: 3, h: 16, w: 16, cout: 32), seed: 26)
+        check(pad1(cin: 3, h: 16, w: 16, cout: 32), seed: 25)
+        check(pad1(cin: 32, h: 16, w: 16, cout: 3), seed: 26)
     }
 
     func testErrorScale() {
