@@ -66,9 +66,12 @@ public enum Conv3x3Algorithm: String, Sendable {
 /// slower; at 16 tiles 0.73× the im2col time); below 32 output channels the input transform,
 /// paid once per input channel and tile, costs more than the multiply-adds it saves (VAE
 /// conv_out 128→3: 1.1–1.7× slower). Few input channels are fine (conv_in 4→320: 0.5×).
+/// The tile count is per image, not per batch, so the choice (and with it every output bit)
+/// never depends on how many images share a call: a batch renders exactly the images its
+/// members render alone.
 func winogradPreferred(batch: Int, inChannels: Int, outChannels: Int, outH: Int, outW: Int) -> Bool {
-    let tiles = batch * ((outH + 3) / 4) * ((outW + 3) / 4)
-    return tiles >= 16 && outChannels >= 32 && inChannels >= 1
+    let tilesPerImage = ((outH + 3) / 4) * ((outW + 3) / 4)
+    return tilesPerImage >= 16 && outChannels >= 32 && inChannels >= 1
 }
 
 /// Where a convolution's 3×3 weights come from: [outC, inC·9] rows with a row stride, or the
@@ -730,6 +733,10 @@ final class WinogradPlan: @unchecked Sendable {
         var start = 0
         while start < totalTiles {
             let count = min(tileBlock, totalTiles - start)
+            // Whole 16-tile panels (V is filled up to them): every tile then goes through the
+            // same 6×16 micro-kernel, whose summation order differs from the 6×8 tail kernel's,
+            // so a tile's bits do not depend on where the batch puts it.
+            let columns = (count + gemmNR - 1) / gemmNR * gemmNR
             let s = start
             // 1. Input transform, split over input channels.
             let t0 = prof ? cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) : 0
@@ -760,7 +767,7 @@ final class WinogradPlan: @unchecked Sendable {
                             for xi in 0..<36 {
                                 gemmWorker(WinogradA(base: UnsafePointer(u + xi * self.uStride), padded: padded, rowOffset: r0),
                                            WinogradB(base: UnsafePointer(vp.p + xi * self.vStride), padded: self.tileBlock),
-                                           rows: 0..<mr, cols: 0..<count, k: self.cin, alpha: 1, beta: 0,
+                                           rows: 0..<mr, cols: 0..<columns, k: self.cin, alpha: 1, beta: 0,
                                            c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
                             }
                             if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w + 1] += Int((tb - ta) * 1e9); ta = tb }

@@ -137,6 +137,7 @@ final class WinogradTests: XCTestCase {
         XCTAssertTrue(winogradPreferred(batch: 1, inChannels: 128, outChannels: 128, outH: 256, outW: 256))
         XCTAssertTrue(winogradPreferred(batch: 1, inChannels: 1280, outChannels: 1280, outH: 16, outW: 16))
         XCTAssertFalse(winogradPreferred(batch: 2, inChannels: 1280, outChannels: 1280, outH: 8, outW: 8))
+        XCTAssertFalse(winogradPreferred(batch: 8, inChannels: 1280, outChannels: 1280, outH: 8, outW: 8))  // per image
         XCTAssertTrue(winogradPreferred(batch: 2, inChannels: 4, outChannels: 320, outH: 64, outW: 64))
         XCTAssertFalse(winogradPreferred(batch: 1, inChannels: 128, outChannels: 3, outH: 512, outW: 512))
         XCTAssertEqual(Conv3x3Algorithm.autoChoice(batch: 1, inChannels: 8, outChannels: 8, outH: 64, outW: 64), .im2col)
@@ -144,6 +145,30 @@ final class WinogradTests: XCTestCase {
         Conv3x3Algorithm.current = .auto
         check(pad1(cin: 3, h: 16, w: 16, cout: 32), seed: 25)
         check(pad1(cin: 32, h: 16, w: 16, cout: 3), seed: 26)
+    }
+
+    func testBatchMembersMatchSingleImagesBitForBit() {
+        // A batch must give exactly what its images give alone (CLI sharding relies on it):
+        // per-tile arithmetic may not depend on the tile's block or on the batch size.
+        winogradBlocking = WinogradBlocking(vFloats: 36 * 48 * 12, uFloats: 1 << 22, mFloats: 1 << 22)
+        var rng = TestRNG(40)
+        let (cin, cout, h, w) = (12, 10, 13, 21)
+        let x = rng.array(3 * cin * h * w), wt = rng.array(cout * cin * 9), bias = rng.array(cout)
+        func run(_ images: Range<Int>) -> [Float] {
+            var y = [Float](repeating: 0, count: images.count * cout * h * w)
+            x.withUnsafeBufferPointer { xp in wt.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    conv2d(input: xp.baseAddress! + images.lowerBound * cin * h * w, batch: images.count, inChannels: cin,
+                           height: h, width: w, weight: wp.baseAddress!, bias: bp.baseAddress!, outChannels: cout,
+                           kernelH: 3, kernelW: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: yp.baseAddress!)
+                }
+            } } }
+            return y
+        }
+        let all = run(0..<3)
+        XCTAssertEqual(Array(all[0..<(cout * h * w)]), run(0..<1))
+        XCTAssertEqual(Array(all[(cout * h * w)...]), run(1..<3))
+        XCTAssertEqual(Array(all[(2 * cout * h * w)...]), run(2..<3))
     }
 
     func testErrorScale() {
