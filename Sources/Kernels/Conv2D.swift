@@ -216,3 +216,71 @@ struct Im2colB: GemmPackB {
         return UnsafePointer(dst)
     }
 }
+
+/// `conv2d` (3×3 or any kernel, pre-packed weight) applied to the nearest-neighbour resize of
+/// `input` ([batch, inChannels, height, width]) to upHeight × upWidth, PyTorch's
+/// `interpolate(mode: "nearest")` index rule (source = ⌊dst · in / out⌋ in float): diffusers'
+/// Upsample2D. When the convolution runs as Winograd the resize happens while its input rows
+/// are staged, so the resized image (4× the input for 2× upsampling) is never materialised;
+/// otherwise it is built in a scratch buffer first.
+public func conv2dUpsampledNearest(
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    upHeight: Int, upWidth: Int,
+    weight: PackedMatrix, bias: UnsafePointer<Float>?,
+    kernelH: Int, kernelW: Int,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil
+) {
+    precondition(height > 0 && width > 0 && upHeight > 0 && upWidth > 0, "empty resize")
+    let rowMap = nearestIndexMap(from: height, to: upHeight)
+    let colMap = nearestIndexMap(from: width, to: upWidth)
+    defer { rowMap.deallocate(); colMap.deallocate() }
+    let outH = upHeight + padTop + padBottom - kernelH + 1
+    let outW = upWidth + padLeft + padRight - kernelW + 1
+    if kernelH == 3 && kernelW == 3 && outH > 0 && outW > 0 {
+        let use: Bool
+        switch Conv3x3Algorithm.current {
+        case .im2col: use = false
+        case .winograd: use = true
+        case .auto: use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: weight.rows, outH: outH, outW: outW)
+        }
+        if use && batch > 0 {
+            precondition(weight.role == .a && weight.cols == inChannels * 9,
+                         "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * 9)")
+            winogradConv3x3(WinogradInput(input, channels: inChannels, srcH: height, srcW: width,
+                                          height: upHeight, width: upWidth,
+                                          rowMap: UnsafePointer(rowMap), colMap: UnsafePointer(colMap)),
+                            batch: batch, filter: .packed(weight), bias: bias, residual: residual, outChannels: weight.rows,
+                            padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+            return
+        }
+    }
+    let planes = batch * inChannels
+    let up = scratchPool.take(planes * upHeight * upWidth)
+    defer { scratchPool.give(up) }
+    let o = SendablePointer(up.pointer)
+    let box = UncheckedBox((input, UnsafePointer(rowMap), UnsafePointer(colMap)))
+    parallelFor(planes, minChunk: max(1, 8192 / max(1, upHeight * upWidth))) { r in
+        let (x, rows, cols) = box.value
+        for p in r {
+            let src = x + p * height * width
+            let dst = o.p + p * upHeight * upWidth
+            for y in 0..<upHeight {
+                let s = src + Int(rows[y]) * width, d = dst + y * upWidth
+                for xx in 0..<upWidth { d[xx] = s[Int(cols[xx])] }
+            }
+        }
+    }
+    conv2d(input: up.pointer, batch: batch, inChannels: inChannels, height: upHeight, width: upWidth,
+           weight: weight, bias: bias, kernelH: kernelH, kernelW: kernelW,
+           padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output, residual: residual)
+}
+
+/// dst → src index of a nearest-neighbour resize from n to m: ⌊dst · (n / m)⌋ computed in
+/// Float, clamped to n − 1 (exactly dst / 2 for m = 2n).
+func nearestIndexMap(from n: Int, to m: Int) -> UnsafeMutablePointer<Int32> {
+    let map = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, m))
+    let scale = Float(n) / Float(m)
+    for i in 0..<m { map[i] = Int32(m == 2 * n ? i / 2 : min(Int(Float(i) * scale), n - 1)) }
+    return map
+}

@@ -178,3 +178,52 @@ final class WinogradTests: XCTestCase {
         print("winograd worst error / magnitude: cin 64: \(e1), cin 256: \(e2)")
     }
 }
+
+/// conv2dUpsampledNearest against resize-then-convolve with the naive twin, on both paths.
+final class UpsampledConvTests: XCTestCase {
+    private var savedAlgorithm = Conv3x3Algorithm.auto
+    override func setUp() { savedAlgorithm = Conv3x3Algorithm.current }
+    override func tearDown() { Conv3x3Algorithm.current = savedAlgorithm }
+
+    func check(batch: Int, cin: Int, h: Int, w: Int, uh: Int, uw: Int, cout: Int, algorithm: Conv3x3Algorithm,
+               residual useResidual: Bool = false, half: Bool = false, seed: UInt64,
+               file: StaticString = #filePath, line: UInt = #line) {
+        Conv3x3Algorithm.current = algorithm
+        var rng = TestRNG(seed)
+        let x = rng.array(batch * cin * h * w)
+        var wt = rng.array(cout * cin * 9)
+        if half { wt = wt.map { Float(Float16($0)) } }
+        let bias = rng.array(cout)
+        let residual = useResidual ? rng.array(batch * cout * uh * uw) : nil
+        // The resized input, by the PyTorch rule (floor(dst * in / out) in float).
+        var up = [Float](repeating: 0, count: batch * cin * uh * uw)
+        let sy = Float(h) / Float(uh), sx = Float(w) / Float(uw)
+        for p in 0..<(batch * cin) { for y in 0..<uh { for xx in 0..<uw {
+            let iy = min(Int(Float(y) * sy), h - 1), ix = min(Int(Float(xx) * sx), w - 1)
+            up[(p * uh + y) * uw + xx] = x[(p * h + iy) * w + ix]
+        } } }
+        var y = [Float](repeating: .nan, count: batch * cout * uh * uw)
+        x.withUnsafeBufferPointer { xp in wt.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+            withOptionalPointer(residual) { rp in
+                let pw = PackedMatrix(a: wp.baseAddress!, lda: cin * 9, m: cout, k: cin * 9, storage: half ? .float16 : .float32)
+                withThreads(2) {
+                    conv2dUpsampledNearest(input: xp.baseAddress!, batch: batch, inChannels: cin, height: h, width: w,
+                                           upHeight: uh, upWidth: uw, weight: pw, bias: bias, kernelH: 3, kernelW: 3,
+                                           padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: yp.baseAddress!, residual: rp)
+                }
+            }
+        } } }
+        let s = ConvTests.Shape(batch: batch, cin: cin, h: uh, w: uw, cout: cout, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1)
+        let (ref, mag) = ConvTests.reference(s, x: up, wt: wt, bias: bias, residual: residual)
+        assertClose(y, ref, scale: mag, tol: 2e-5, "upsampled conv \(h)×\(w)→\(uh)×\(uw) \(algorithm)", file: file, line: line)
+    }
+
+    func testTwiceAndOddSizes() {
+        for algorithm in [Conv3x3Algorithm.winograd, .im2col] {
+            check(batch: 2, cin: 5, h: 8, w: 16, uh: 16, uw: 32, cout: 7, algorithm: algorithm, seed: 1)   // vector 2× path
+            check(batch: 1, cin: 3, h: 5, w: 7, uh: 10, uw: 14, cout: 4, algorithm: algorithm, residual: true, seed: 2)
+            check(batch: 1, cin: 4, h: 5, w: 7, uh: 11, uw: 13, cout: 6, algorithm: algorithm, half: true, seed: 3)  // U-Net odd size
+            check(batch: 2, cin: 3, h: 3, w: 20, uh: 6, uw: 40, cout: 5, algorithm: algorithm, residual: true, seed: 4)
+        }
+    }
+}

@@ -58,7 +58,8 @@ public struct Downsample2D: Sendable {
     public func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
 }
 
-/// diffusers' Upsample2D with a convolution: nearest-neighbour resize then 3x3 conv.
+/// diffusers' Upsample2D with a convolution: nearest-neighbour resize then 3x3 conv, fused
+/// (the 4× larger resized tensor is not materialised on the Winograd path).
 public struct Upsample2D: Sendable {
     let conv: Conv2d
     public init(_ w: WeightScope, channels: Int) throws {
@@ -67,6 +68,6 @@ public struct Upsample2D: Sendable {
     /// `size`: the output size when not exactly 2x (odd latent sizes in the UNet).
     public func callAsFunction(_ x: Tensor, size: (Int, Int)? = nil) -> Tensor {
         let (h, w) = size ?? (x.shape[2] * 2, x.shape[3] * 2)
-        return conv(x.upsampledNearest(height: h, width: w))
+        return conv.upsampling(x, toHeight: h, width: w)
     }
 }

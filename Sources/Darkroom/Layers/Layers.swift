@@ -73,6 +73,24 @@ public struct Conv2d: Sendable {
     }
 }
 
+extension Conv2d {
+    /// conv(nearest-resize(x) to height × width), diffusers' Upsample2D, without materialising
+    /// the resized tensor when the convolution runs as Winograd (see `conv2dUpsampledNearest`).
+    public func upsampling(_ x: Tensor, toHeight uh: Int, width uw: Int) -> Tensor {
+        precondition(x.shape.count == 4 && x.shape[1] == inChannels, "Conv2d expects [N, \(inChannels), H, W], got \(x.shape)")
+        precondition(stride == 1, "upsampling conv with stride \(stride)")
+        let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3])
+        let oh = uh + pads.top + pads.bottom - kernel + 1
+        let ow = uw + pads.left + pads.right - kernel + 1
+        let y = Tensor(shape: [n, outChannels, oh, ow])
+        conv2dUpsampledNearest(input: x.data, batch: n, inChannels: inChannels, height: h, width: wd,
+                               upHeight: uh, upWidth: uw, weight: weight, bias: bias?.data, kernelH: kernel, kernelW: kernel,
+                               padTop: pads.top, padLeft: pads.left, padBottom: pads.bottom, padRight: pads.right,
+                               output: y.data)
+        return y
+    }
+}
+
 /// torch.nn.GroupNorm (affine) over NCHW, optionally followed by SiLU (fused).
 public struct GroupNorm: Sendable {
     public let weight: Tensor
