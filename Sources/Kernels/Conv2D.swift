@@ -284,3 +284,80 @@ func nearestIndexMap(from n: Int, to m: Int) -> UnsafeMutablePointer<Int32> {
     for i in 0..<m { map[i] = Int32(m == 2 * n ? i / 2 : min(Int(Float(i) * scale), n - 1)) }
     return map
 }
+
+/// GroupNorm (affine, as `groupNorm`) and optional SiLU applied to a convolution's input.
+public struct InputGroupNorm: @unchecked Sendable {
+    public var groups: Int
+    public var eps: Float
+    public var gamma: UnsafePointer<Float>
+    public var beta: UnsafePointer<Float>
+    public var silu: Bool
+
+    public init(groups: Int, eps: Float, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, silu: Bool) {
+        self.groups = groups; self.eps = eps; self.gamma = gamma; self.beta = beta; self.silu = silu
+    }
+}
+
+/// `conv2d(groupNorm(input))` (pre-packed weight): ResnetBlock2D's norm → SiLU → conv. The
+/// statistics take one pass over the input; on the Winograd path the normalisation (and SiLU)
+/// is then applied while the input rows are staged, so the normalised tensor — as large as the
+/// input — never exists. Otherwise it is built in a scratch buffer. Either way every value is
+/// computed exactly as `groupNorm` computes it, so the result is the same bit for bit as
+/// normalising first (zero padding is applied after the normalisation, as in PyTorch).
+public func conv2d(
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    normalizedBy norm: InputGroupNorm,
+    weight: PackedMatrix, bias: UnsafePointer<Float>?,
+    kernelH: Int, kernelW: Int,
+    strideH: Int = 1, strideW: Int = 1,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil
+) {
+    precondition(norm.groups > 0 && inChannels % norm.groups == 0, "\(inChannels) channels in \(norm.groups) groups")
+    let planes = batch * inChannels, spatial = height * width
+    guard planes > 0, spatial > 0 else {
+        conv2d(input: input, batch: batch, inChannels: inChannels, height: height, width: width, weight: weight, bias: bias,
+               kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW,
+               padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output, residual: residual)
+        return
+    }
+    let affine = UnsafeMutablePointer<Float>.allocate(capacity: 4 * planes)
+    defer { affine.deallocate() }
+    groupNormAffine(x: input, batch: batch, channels: inChannels, spatial: spatial, groups: norm.groups, eps: norm.eps,
+                    gamma: norm.gamma, beta: norm.beta, into: affine)
+    let outH = height + padTop + padBottom - kernelH + 1
+    let outW = width + padLeft + padRight - kernelW + 1
+    if kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && outH > 0 && outW > 0 {
+        let use: Bool
+        switch Conv3x3Algorithm.current {
+        case .im2col: use = false
+        case .winograd: use = true
+        case .auto: use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: weight.rows, outH: outH, outW: outW)
+        }
+        if use {
+            precondition(weight.role == .a && weight.cols == inChannels * 9,
+                         "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * 9)")
+            var x = WinogradInput(input, channels: inChannels, height: height, width: width)
+            x.norm = UnsafePointer(affine)
+            x.silu = norm.silu
+            winogradConv3x3(x, batch: batch, filter: .packed(weight), bias: bias, residual: residual, outChannels: weight.rows,
+                            padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+            return
+        }
+    }
+    let normalized = scratchPool.take(planes * spatial)
+    defer { scratchPool.give(normalized) }
+    let o = SendablePointer(normalized.pointer)
+    let box = UncheckedBox((input, UnsafePointer(affine)))
+    let silu = norm.silu
+    parallelFor(planes, minChunk: max(1, 16384 / spatial)) { r in
+        let (x, a) = box.value
+        for p in r {
+            let c = a + 4 * p
+            normalizeChannel(x + p * spatial, o.p + p * spatial, spatial, c[0], c[1], c[2], c[3], silu)
+        }
+    }
+    conv2d(input: normalized.pointer, batch: batch, inChannels: inChannels, height: height, width: width,
+           weight: weight, bias: bias, kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW,
+           padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output, residual: residual)
+}

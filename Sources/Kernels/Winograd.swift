@@ -91,6 +91,10 @@ struct WinogradInput {
     let srcH: Int, srcW: Int
     let rowMap: UnsafePointer<Int32>?
     let colMap: UnsafePointer<Int32>?
+    /// Optional GroupNorm (+ SiLU) applied to every value read (padding stays 0): per plane
+    /// (m, mLo, scale, shift), value = ((v − m) − mLo)·scale + shift, bit for bit groupNorm's.
+    var norm: UnsafePointer<Float>? = nil
+    var silu = false
 
     init(_ base: UnsafePointer<Float>, channels: Int, height: Int, width: Int) {
         self.base = base; self.channels = channels
@@ -111,11 +115,24 @@ struct WinogradInput {
     @inline(__always) func at(_ plane: Int, _ y: Int, _ x: Int) -> Float {
         let sy = rowMap.map { Int($0[y]) } ?? y
         let sx = colMap.map { Int($0[x]) } ?? x
-        return base[(plane * srcH + sy) * srcW + sx]
+        let v = base[(plane * srcH + sy) * srcW + sx]
+        return norm == nil ? v : normalized(F8(repeating: v), plane)[0]
+    }
+
+    /// The GroupNorm (+ SiLU) of 8 values of `plane` (norm must be set).
+    @inline(__always) func normalized(_ v: F8, _ plane: Int) -> F8 {
+        let a = norm! + 4 * plane
+        let y = fma8((v - F8(repeating: a[0])) - F8(repeating: a[1]), F8(repeating: a[2]), F8(repeating: a[3]))
+        return silu ? vsilu(y) : y
     }
 
     /// Writes logical row y of `plane` into dst[0..<width].
-    @inline(__always) func copyRow(_ plane: Int, _ y: Int, into dst: UnsafeMutablePointer<Float>) {
+    func copyRow(_ plane: Int, _ y: Int, into dst: UnsafeMutablePointer<Float>) {
+        copyRawRow(plane, y, into: dst)
+        if norm != nil { mapF8(UnsafePointer(dst), dst, width) { normalized($0, plane) } }
+    }
+
+    @inline(__always) func copyRawRow(_ plane: Int, _ y: Int, into dst: UnsafeMutablePointer<Float>) {
         let sy = rowMap.map { Int($0[y]) } ?? y
         let src = base + (plane * srcH + sy) * srcW
         guard let colMap else {
@@ -440,7 +457,7 @@ final class WinogradPlan: @unchecked Sendable {
                 continue
             }
             let src = x.base + (plane * x.srcH + (x.rowMap.map { Int($0[y]) } ?? y)) * x.srcW
-            @inline(__always) func at(_ xx: Int) -> Float { xx >= 0 && xx < width ? src[xx] : 0 }
+            @inline(__always) func at(_ xx: Int) -> Float { xx >= 0 && xx < width ? x.at(plane, y, xx) : 0 }
             for j in 0..<jLo {
                 p0[j] = at(4 * j - padLeft); p1[j] = at(4 * j + 1 - padLeft)
                 p2[j] = at(4 * j + 2 - padLeft); p3[j] = at(4 * j + 3 - padLeft)
@@ -449,17 +466,17 @@ final class WinogradPlan: @unchecked Sendable {
             var j = jLo
             while j + 8 <= jHi {
                 // 32 columns → 8 of each phase: two rounds of even/odd lane selection.
-                let a = ld8(s + 4 * j), b = ld8(s + 4 * j + 8), c = ld8(s + 4 * j + 16), d = ld8(s + 4 * j + 24)
+                var a = ld8(s + 4 * j), b = ld8(s + 4 * j + 8), c = ld8(s + 4 * j + 16), d = ld8(s + 4 * j + 24)
+                if x.norm != nil {
+                    a = x.normalized(a, plane); b = x.normalized(b, plane)
+                    c = x.normalized(c, plane); d = x.normalized(d, plane)
+                }
                 let e1 = evenLanes(a, b), o1 = oddLanes(a, b), e2 = evenLanes(c, d), o2 = oddLanes(c, d)
                 st8(p0 + j, evenLanes(e1, e2)); st8(p2 + j, oddLanes(e1, e2))
                 st8(p1 + j, evenLanes(o1, o2)); st8(p3 + j, oddLanes(o1, o2))
                 j += 8
             }
-            while j < jHi {
-                p0[j] = s[4 * j]; p1[j] = s[4 * j + 1]; p2[j] = s[4 * j + 2]; p3[j] = s[4 * j + 3]
-                j += 1
-            }
-            for j in jHi..<q {
+            for j in j..<q {
                 p0[j] = at(4 * j - padLeft); p1[j] = at(4 * j + 1 - padLeft)
                 p2[j] = at(4 * j + 2 - padLeft); p3[j] = at(4 * j + 3 - padLeft)
             }

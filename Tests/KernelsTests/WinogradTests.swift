@@ -227,3 +227,53 @@ final class UpsampledConvTests: XCTestCase {
         }
     }
 }
+
+/// conv2d(normalizedBy:) against groupNorm followed by conv2d: the same bits on both paths.
+final class NormalizedConvTests: XCTestCase {
+    private var savedAlgorithm = Conv3x3Algorithm.auto
+    override func setUp() { savedAlgorithm = Conv3x3Algorithm.current }
+    override func tearDown() { Conv3x3Algorithm.current = savedAlgorithm }
+
+    func check(batch: Int, cin: Int, h: Int, w: Int, cout: Int, groups: Int, silu: Bool, kernel: Int = 3, pad: Int = 1,
+               algorithm: Conv3x3Algorithm, residual useResidual: Bool = false, seed: UInt64,
+               file: StaticString = #filePath, line: UInt = #line) {
+        Conv3x3Algorithm.current = algorithm
+        var rng = TestRNG(seed)
+        // An offset and a scale per channel, so the statistics matter.
+        var x = rng.array(batch * cin * h * w)
+        for i in 0..<x.count { x[i] = x[i] * Float(1 + (i / (h * w)) % 3) + Float((i / (h * w)) % 5) - 2 }
+        let wt = rng.array(cout * cin * kernel * kernel), bias = rng.array(cout)
+        let gamma = rng.array(cin), beta = rng.array(cin)
+        let oh = h + 2 * pad - kernel + 1, ow = w + 2 * pad - kernel + 1
+        let residual = useResidual ? rng.array(batch * cout * oh * ow) : nil
+        let pw = wt.withUnsafeBufferPointer {
+            PackedMatrix(a: $0.baseAddress!, lda: cin * kernel * kernel, m: cout, k: cin * kernel * kernel, storage: .float16)
+        }
+        var fused = [Float](repeating: .nan, count: batch * cout * oh * ow), plain = fused
+        var normalized = [Float](repeating: 0, count: x.count)
+        withThreads(2) {
+            withOptionalPointer(residual) { rp in
+                conv2d(input: x, batch: batch, inChannels: cin, height: h, width: w,
+                       normalizedBy: InputGroupNorm(groups: groups, eps: 1e-6, gamma: gamma, beta: beta, silu: silu),
+                       weight: pw, bias: bias, kernelH: kernel, kernelW: kernel,
+                       padTop: pad, padLeft: pad, padBottom: pad, padRight: pad, output: &fused, residual: rp)
+                groupNorm(x: x, out: &normalized, batch: batch, channels: cin, spatial: h * w, groups: groups, eps: 1e-6,
+                          gamma: gamma, beta: beta, silu: silu)
+                conv2d(input: normalized, batch: batch, inChannels: cin, height: h, width: w, weight: pw, bias: bias,
+                       kernelH: kernel, kernelW: kernel, padTop: pad, padLeft: pad, padBottom: pad, padRight: pad,
+                       output: &plain, residual: rp)
+            }
+        }
+        XCTAssertEqual(fused, plain, "normalised conv \(batch)×\(cin)×\(h)×\(w) groups \(groups) silu \(silu) \(algorithm)",
+                       file: file, line: line)
+    }
+
+    func testSameBitsAsNormalisingFirst() {
+        for algorithm in [Conv3x3Algorithm.winograd, .im2col] {
+            check(batch: 2, cin: 8, h: 12, w: 70, cout: 6, groups: 4, silu: true, algorithm: algorithm, residual: true, seed: 1)
+            check(batch: 1, cin: 6, h: 9, w: 11, cout: 5, groups: 3, silu: false, algorithm: algorithm, seed: 2)
+            check(batch: 1, cin: 4, h: 33, w: 35, cout: 9, groups: 2, silu: true, algorithm: algorithm, seed: 3)
+        }
+        check(batch: 2, cin: 4, h: 6, w: 7, cout: 3, groups: 2, silu: true, kernel: 1, pad: 0, algorithm: .auto, seed: 4)
+    }
+}
