@@ -332,7 +332,13 @@ public func conv2d(
         switch Conv3x3Algorithm.current {
         case .im2col: use = false
         case .winograd: use = true
-        case .auto: use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: weight.rows, outH: outH, outW: outW)
+        case .auto:
+            // Also Winograd for few output channels when the input is large (the VAE's conv_out,
+            // 128 → 3 at 512×512): im2col would need a normalised and a padded copy of the
+            // input (270 MB there), Winograd a bounded buffer, for a 1.5× slower convolution
+            // that is 0.1 % of the decoder's work.
+            use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: weight.rows, outH: outH, outW: outW)
+                || (inChannels * spatial >= 1 << 22 && ((outH + 3) / 4) * ((outW + 3) / 4) >= 16)
         }
         if use {
             precondition(weight.role == .a && weight.cols == inChannels * 9,

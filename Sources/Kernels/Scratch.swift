@@ -12,6 +12,10 @@ final class ScratchPool: @unchecked Sendable {
     private var free: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
     /// Buffers kept for reuse; beyond this the largest spare ones are released.
     private let maxKept = 12
+    /// Bytes kept for reuse; beyond this the largest spare buffers are released too (a decoder
+    /// at 512×512 cycles through many transform buffers of 10–40 MB; keeping all of them would
+    /// add their sum to the peak).
+    private let maxKeptBytes = 96 << 20
 
     /// A buffer of at least `count` floats, 64-byte aligned. Contents are unspecified.
     func take(_ count: Int) -> (pointer: UnsafeMutablePointer<Float>, capacity: Int) {
@@ -53,9 +57,14 @@ final class ScratchPool: @unchecked Sendable {
         lock.lock()
         free.append(b)
         var drop: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
-        if free.count > maxKept {
+        var kept = free.reduce(0) { $0 + $1.capacity * MemoryLayout<Float>.stride }
+        if free.count > maxKept || kept > maxKeptBytes {
             free.sort { $0.capacity < $1.capacity }
-            while free.count > maxKept { drop.append(free.removeLast()) }
+            while free.count > maxKept || (kept > maxKeptBytes && free.count > 1) {
+                let d = free.removeLast()
+                kept -= d.capacity * MemoryLayout<Float>.stride
+                drop.append(d)
+            }
         }
         lock.unlock()
         for d in drop { UnsafeMutableRawPointer(d.pointer).deallocate() }

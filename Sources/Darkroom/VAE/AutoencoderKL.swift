@@ -136,6 +136,6 @@ public struct VAEDecoder: Sendable {
             if let u = block.upsampler { h = u(h) }
             observe?("decoder.up_blocks.\(i)", h)
         }
-        return convOut(convNormOut(h, silu: true))
+        return convOut(normalizing: h, with: convNormOut, silu: true)
     }
 }
