@@ -2,8 +2,10 @@
 // as min / median / max over repeated runs. Run with:
 //   swift run -c release KernelBench                 # everything
 //   swift run -c release KernelBench peak gemm       # selected groups
+//   swift run -c release KernelBench winograd threads=1
 //   swift run -c release KernelBench torch-script    # prints the PyTorch twin of this benchmark
-// Groups: peak, gemm, gemm1 (single-thread GEMM), packed, conv, attention, norm, eltwise.
+// Groups: peak, gemm, gemm1 (single-thread GEMM), packed, conv, winograd (im2col vs Winograd),
+// attention, norm, eltwise.
 // Rates are min / median / max over the runs (wall clock), plus the median per CPU-second of
 // our threads ("per core-s"), which discounts time other jobs on this shared machine took.
 // Environment: DARKROOM_GEMM_MC / _KC / _NC override the GEMM cache blocking (for tuning).
@@ -207,6 +209,64 @@ func benchConv() {
     }
 }
 
+// MARK: - Winograd vs im2col
+
+/// 3x3 stride-1 pad-1 convolutions of the SD VAE decoder and U-Net, fp16 packed weights as the
+/// model layers hold them, both algorithms in the same run. GFLOP/s count the direct
+/// convolution's 2·outC·inC·9·H·W FLOPs (as PyTorch's FLOP counters do) for both paths, so
+/// Winograd's rate is "effective" and can exceed the machine's FMA peak.
+func benchWinograd() {
+    header("3x3 conv: im2col vs Winograd F(4x4,3x3), fp16 packed weights, effective GFLOP/s")
+    let cases: [(String, Int, Int, Int, Int, Int)] = [
+        // name, batch, cin, cout, h, w
+        ("VAE 128→128 @256×256", 1, 128, 128, 256, 256),
+        ("VAE 256→256 @128×128", 1, 256, 256, 128, 128),
+        ("VAE 512→512 @64×64", 1, 512, 512, 64, 64),
+        ("VAE 512→512 @128×128", 1, 512, 512, 128, 128),
+        ("UNet 320→320 @64×64 ×2", 2, 320, 320, 64, 64),
+        ("UNet 640→640 @32×32 ×2", 2, 640, 640, 32, 32),
+        ("UNet 1280→1280 @16×16 ×2", 2, 1280, 1280, 16, 16),
+        ("UNet 2560→1280 @16×16 ×2", 2, 2560, 1280, 16, 16),
+        ("UNet 1280→1280 @16×16 ×1", 1, 1280, 1280, 16, 16),
+        ("UNet 1280→1280 @8×8 ×2", 2, 1280, 1280, 8, 8),
+        ("UNet 640→640 @16×16 ×2 (256 px)", 2, 640, 640, 16, 16),
+        ("UNet 4→320 @64×64 ×2 (conv_in)", 2, 4, 320, 64, 64),
+        ("UNet 320→320 @32×32 ×2 (256 px)", 2, 320, 320, 32, 32),
+        ("VAE 128→3 @256×256 (conv_out)", 1, 128, 3, 256, 256),
+        ("VAE 4→512 @32×32 (conv_in)", 1, 4, 512, 32, 32),
+    ]
+    let saved = Conv3x3Algorithm.current
+    defer { Conv3x3Algorithm.current = saved }
+    // KB_CASE=substring runs only the matching cases (for profiling one shape).
+    let only = ProcessInfo.processInfo.environment["KB_CASE"]
+    for (name, n, cin, cout, h, w) in cases where only.map({ name.contains($0) }) ?? true {
+        let x = Buffer(n * cin * h * w, seed: 1), wt = Buffer(cout * cin * 9, seed: 2)
+        for i in 0..<wt.count { wt.p[i] *= 0.05 }
+        let bias = Buffer(cout, seed: 3), y = Buffer(n * cout * h * w, seed: 4), r = Buffer(n * cout * h * w, seed: 5)
+        let packed = PackedMatrix(a: wt.p, lda: cin * 9, m: cout, k: cin * 9, storage: .float16)
+        let flops = 2.0 * Double(n * cout * h * w) * Double(cin * 9)
+        var medians: [Double] = []
+        var outputs: [[Float]] = []
+        for algo in [Conv3x3Algorithm.im2col, .winograd] {
+            Conv3x3Algorithm.current = algo
+            let t = measure(budget: flops > 5e10 ? 3 : 1.5) {
+                conv2d(input: x.p, batch: n, inChannels: cin, height: h, width: w, weight: packed, bias: bias.p,
+                       kernelH: 3, kernelW: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: y.p, residual: r.p)
+            }
+            report("\(name) \(algo)", work: flops, t)
+            medians.append(t.wall.sorted()[t.wall.count / 2])
+            outputs.append(Array(UnsafeBufferPointer(start: y.p, count: y.count)))
+        }
+        var maxDiff: Float = 0, maxAbs: Float = 0
+        for i in 0..<outputs[0].count {
+            maxDiff = max(maxDiff, abs(outputs[0][i] - outputs[1][i])); maxAbs = max(maxAbs, abs(outputs[0][i]))
+        }
+        let auto = Conv3x3Algorithm.autoChoice(batch: n, inChannels: cin, outChannels: cout, outH: h, outW: w)
+        print(String(format: "    winograd / im2col time %.2fx   max |diff| %.2e of max |y| %.2e   auto picks %@",
+                     medians[1] / medians[0], maxDiff, maxAbs, auto.rawValue))
+    }
+}
+
 // MARK: - Attention
 
 func benchAttention() {
@@ -359,7 +419,11 @@ for name, b, hh, lq, lk, d in [("self 2×8 heads 4096×4096 d40", 2, 8, 4096, 40
 
 // MARK: - Main
 
-let args = Set(CommandLine.arguments.dropFirst())
+// `threads=N` sets the worker count (default: all cores).
+for a in CommandLine.arguments.dropFirst() where a.hasPrefix("threads=") {
+    if let t = Int(a.dropFirst(8)), t > 0 { Threads.count = t }
+}
+let args = Set(CommandLine.arguments.dropFirst().filter { !$0.hasPrefix("threads=") })
 if args.contains("torch-script") {
     print(torchScript)
     exit(0)
@@ -371,6 +435,7 @@ if wants("gemm") { benchGemm(threads: Threads.count) }
 if wants("gemm1") { benchGemm(threads: 1) }
 if wants("packed") { benchPacked() }
 if wants("conv") { benchConv() }
+if wants("winograd") { benchWinograd() }
 if wants("attention") { benchAttention() }
 if wants("norm") { benchNorm() }
 if wants("eltwise") { benchEltwise() }

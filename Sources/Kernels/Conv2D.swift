@@ -11,6 +11,8 @@
 /// directly (no copy). Other shapes are implicit GEMMs: the GEMM's B-packing step gathers each
 /// kc × nc block of the virtual im2col matrix straight from the image, so the full columns
 /// matrix (k²× the input) never exists; memory is bounded by one zero-padded copy of one image.
+/// 3×3 stride-1 convolutions with enough tiles and channels run as Winograd F(4×4, 3×3) instead
+/// (Winograd.swift; `Conv3x3Algorithm.current` / DARKROOM_CONV3X3 force either path).
 public func conv2d(
     input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -19,7 +21,7 @@ public func conv2d(
     padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
     output: UnsafeMutablePointer<Float>
 ) {
-    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false),
+    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false), winograd: .dense(weight, inChannels * kernelH * kernelW),
                input: input, batch: batch, inChannels: inChannels, height: height, width: width,
                bias: bias, residual: nil, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                strideH: strideH, strideW: strideW,
@@ -37,7 +39,7 @@ public func conv2d(
     padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
     output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?
 ) {
-    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false),
+    conv2dImpl(DenseA(weight, inChannels * kernelH * kernelW, false), winograd: .dense(weight, inChannels * kernelH * kernelW),
                input: input, batch: batch, inChannels: inChannels, height: height, width: width,
                bias: bias, residual: residual, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                strideH: strideH, strideW: strideW,
@@ -57,7 +59,7 @@ public func conv2d(
     precondition(weight.role == .a && weight.cols == inChannels * kernelH * kernelW,
                  "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * kernelH * kernelW)")
     precondition(weight.kc == max(1, kBlockSize(max(weight.cols, 1))), "packed with a different k blocking")
-    conv2dImpl(PackedA(m: weight),
+    conv2dImpl(PackedA(m: weight), winograd: .packed(weight),
                input: input, batch: batch, inChannels: inChannels, height: height, width: width,
                bias: bias, residual: residual, outChannels: weight.rows, kernelH: kernelH, kernelW: kernelW,
                strideH: strideH, strideW: strideW,
@@ -65,7 +67,7 @@ public func conv2d(
 }
 
 func conv2dImpl<PA: GemmPackA>(
-    _ wa: PA,
+    _ wa: PA, winograd: WinogradFilter?,
     input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
     bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
     outChannels: Int, kernelH: Int, kernelW: Int,
@@ -76,6 +78,20 @@ func conv2dImpl<PA: GemmPackA>(
     let outH = (height + padTop + padBottom - kernelH) / strideH + 1
     let outW = (width + padLeft + padRight - kernelW) / strideW + 1
     guard batch > 0, outChannels > 0, outH > 0, outW > 0 else { return }
+    if kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1, let winograd {
+        let use: Bool
+        switch Conv3x3Algorithm.current {
+        case .im2col: use = false
+        case .winograd: use = true
+        case .auto: use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: outChannels, outH: outH, outW: outW)
+        }
+        if use {
+            winogradConv3x3(WinogradInput(input, channels: inChannels, height: height, width: width), batch: batch,
+                            filter: winograd, bias: bias, residual: residual, outChannels: outChannels,
+                            padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+            return
+        }
+    }
     let kk = inChannels * kernelH * kernelW
     let spatial = outH * outW
     let inPlane = height * width
@@ -199,4 +215,155 @@ struct Im2colB: GemmPackB {
         }
         return UnsafePointer(dst)
     }
+}
+
+/// `conv2d` (3×3 or any kernel, pre-packed weight) applied to the nearest-neighbour resize of
+/// `input` ([batch, inChannels, height, width]) to upHeight × upWidth, PyTorch's
+/// `interpolate(mode: "nearest")` index rule (source = ⌊dst · in / out⌋ in float): diffusers'
+/// Upsample2D. When the convolution runs as Winograd the resize happens while its input rows
+/// are staged, so the resized image (4× the input for 2× upsampling) is never materialised;
+/// otherwise it is built in a scratch buffer first.
+public func conv2dUpsampledNearest(
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    upHeight: Int, upWidth: Int,
+    weight: PackedMatrix, bias: UnsafePointer<Float>?,
+    kernelH: Int, kernelW: Int,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil
+) {
+    precondition(height > 0 && width > 0 && upHeight > 0 && upWidth > 0, "empty resize")
+    let rowMap = nearestIndexMap(from: height, to: upHeight)
+    let colMap = nearestIndexMap(from: width, to: upWidth)
+    defer { rowMap.deallocate(); colMap.deallocate() }
+    let outH = upHeight + padTop + padBottom - kernelH + 1
+    let outW = upWidth + padLeft + padRight - kernelW + 1
+    if kernelH == 3 && kernelW == 3 && outH > 0 && outW > 0 {
+        let use: Bool
+        switch Conv3x3Algorithm.current {
+        case .im2col: use = false
+        case .winograd: use = true
+        case .auto: use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: weight.rows, outH: outH, outW: outW)
+        }
+        if use && batch > 0 {
+            precondition(weight.role == .a && weight.cols == inChannels * 9,
+                         "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * 9)")
+            winogradConv3x3(WinogradInput(input, channels: inChannels, srcH: height, srcW: width,
+                                          height: upHeight, width: upWidth,
+                                          rowMap: UnsafePointer(rowMap), colMap: UnsafePointer(colMap)),
+                            batch: batch, filter: .packed(weight), bias: bias, residual: residual, outChannels: weight.rows,
+                            padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+            return
+        }
+    }
+    let planes = batch * inChannels
+    let up = scratchPool.take(planes * upHeight * upWidth)
+    defer { scratchPool.give(up) }
+    let o = SendablePointer(up.pointer)
+    let box = UncheckedBox((input, UnsafePointer(rowMap), UnsafePointer(colMap)))
+    parallelFor(planes, minChunk: max(1, 8192 / max(1, upHeight * upWidth))) { r in
+        let (x, rows, cols) = box.value
+        for p in r {
+            let src = x + p * height * width
+            let dst = o.p + p * upHeight * upWidth
+            for y in 0..<upHeight {
+                let s = src + Int(rows[y]) * width, d = dst + y * upWidth
+                for xx in 0..<upWidth { d[xx] = s[Int(cols[xx])] }
+            }
+        }
+    }
+    conv2d(input: up.pointer, batch: batch, inChannels: inChannels, height: upHeight, width: upWidth,
+           weight: weight, bias: bias, kernelH: kernelH, kernelW: kernelW,
+           padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output, residual: residual)
+}
+
+/// dst → src index of a nearest-neighbour resize from n to m: ⌊dst · (n / m)⌋ computed in
+/// Float, clamped to n − 1 (exactly dst / 2 for m = 2n).
+func nearestIndexMap(from n: Int, to m: Int) -> UnsafeMutablePointer<Int32> {
+    let map = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, m))
+    let scale = Float(n) / Float(m)
+    for i in 0..<m { map[i] = Int32(m == 2 * n ? i / 2 : min(Int(Float(i) * scale), n - 1)) }
+    return map
+}
+
+/// GroupNorm (affine, as `groupNorm`) and optional SiLU applied to a convolution's input.
+public struct InputGroupNorm: @unchecked Sendable {
+    public var groups: Int
+    public var eps: Float
+    public var gamma: UnsafePointer<Float>
+    public var beta: UnsafePointer<Float>
+    public var silu: Bool
+
+    public init(groups: Int, eps: Float, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, silu: Bool) {
+        self.groups = groups; self.eps = eps; self.gamma = gamma; self.beta = beta; self.silu = silu
+    }
+}
+
+/// `conv2d(groupNorm(input))` (pre-packed weight): ResnetBlock2D's norm → SiLU → conv. The
+/// statistics take one pass over the input; on the Winograd path the normalisation (and SiLU)
+/// is then applied while the input rows are staged, so the normalised tensor — as large as the
+/// input — never exists. Otherwise it is built in a scratch buffer. Either way every value is
+/// computed exactly as `groupNorm` computes it, so the result is the same bit for bit as
+/// normalising first (zero padding is applied after the normalisation, as in PyTorch).
+public func conv2d(
+    input: UnsafePointer<Float>, batch: Int, inChannels: Int, height: Int, width: Int,
+    normalizedBy norm: InputGroupNorm,
+    weight: PackedMatrix, bias: UnsafePointer<Float>?,
+    kernelH: Int, kernelW: Int,
+    strideH: Int = 1, strideW: Int = 1,
+    padTop: Int, padLeft: Int, padBottom: Int, padRight: Int,
+    output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil
+) {
+    precondition(norm.groups > 0 && inChannels % norm.groups == 0, "\(inChannels) channels in \(norm.groups) groups")
+    let planes = batch * inChannels, spatial = height * width
+    guard planes > 0, spatial > 0 else {
+        conv2d(input: input, batch: batch, inChannels: inChannels, height: height, width: width, weight: weight, bias: bias,
+               kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW,
+               padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output, residual: residual)
+        return
+    }
+    let affine = UnsafeMutablePointer<Float>.allocate(capacity: 4 * planes)
+    defer { affine.deallocate() }
+    groupNormAffine(x: input, batch: batch, channels: inChannels, spatial: spatial, groups: norm.groups, eps: norm.eps,
+                    gamma: norm.gamma, beta: norm.beta, into: affine)
+    let outH = height + padTop + padBottom - kernelH + 1
+    let outW = width + padLeft + padRight - kernelW + 1
+    if kernelH == 3 && kernelW == 3 && strideH == 1 && strideW == 1 && outH > 0 && outW > 0 {
+        let use: Bool
+        switch Conv3x3Algorithm.current {
+        case .im2col: use = false
+        case .winograd: use = true
+        case .auto:
+            // Also Winograd for few output channels when the input is large (the VAE's conv_out,
+            // 128 → 3 at 512×512): im2col would need a normalised and a padded copy of the
+            // input (270 MB there), Winograd a bounded buffer, for a 1.5× slower convolution
+            // that is 0.1 % of the decoder's work.
+            use = winogradPreferred(batch: batch, inChannels: inChannels, outChannels: weight.rows, outH: outH, outW: outW)
+                || (inChannels * spatial >= 1 << 22 && ((outH + 3) / 4) * ((outW + 3) / 4) >= 16)
+        }
+        if use {
+            precondition(weight.role == .a && weight.cols == inChannels * 9,
+                         "packed conv weight is \(weight.rows)×\(weight.cols), expected k = \(inChannels * 9)")
+            var x = WinogradInput(input, channels: inChannels, height: height, width: width)
+            x.norm = UnsafePointer(affine)
+            x.silu = norm.silu
+            winogradConv3x3(x, batch: batch, filter: .packed(weight), bias: bias, residual: residual, outChannels: weight.rows,
+                            padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output)
+            return
+        }
+    }
+    let normalized = scratchPool.take(planes * spatial)
+    defer { scratchPool.give(normalized) }
+    let o = SendablePointer(normalized.pointer)
+    let box = UncheckedBox((input, UnsafePointer(affine)))
+    let silu = norm.silu
+    parallelFor(planes, minChunk: max(1, 16384 / spatial)) { r in
+        let (x, a) = box.value
+        for p in r {
+            let c = a + 4 * p
+            normalizeChannel(x + p * spatial, o.p + p * spatial, spatial, c[0], c[1], c[2], c[3], silu)
+        }
+    }
+    conv2d(input: normalized.pointer, batch: batch, inChannels: inChannels, height: height, width: width,
+           weight: weight, bias: bias, kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW,
+           padTop: padTop, padLeft: padLeft, padBottom: padBottom, padRight: padRight, output: output, residual: residual)
 }

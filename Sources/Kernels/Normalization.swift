@@ -22,19 +22,50 @@ public func groupNorm(
             let b = bg / groups, g = bg % groups
             let base = (b * channels + g * cpg) * spatial
             let n = cpg * spatial
-            let src = x + base
-            let mean = meanOf(src, n)
-            let variance = sumOfSquaredDeviations(src, n, Float(mean)) / Double(n)
-            let rstd = Float(1 / (variance + Double(eps)).squareRoot())
-            // The mean as hi + lo floats: (x − hi) − lo is exact to float precision even when
-            // |mean| ≫ std (x − hi is exact by Sterbenz when x is near the mean).
-            let m = Float(mean), mLo = Float(mean - Double(m))
+            let (m, mLo, rstd) = groupStatistics(x + base, n, eps: eps)
             for c in 0..<cpg {
                 let ch = g * cpg + c
                 let off = base + c * spatial
                 // (x − mean)·(gamma·rstd) + beta: subtracting first avoids cancellation when
                 // |mean| ≫ std.
                 normalizeChannel(x + off, o.p + off, spatial, m, mLo, gamma[ch] * rstd, beta[ch], silu)
+            }
+        }
+    }
+}
+
+/// Mean (as hi + lo floats) and 1/√(variance + eps) of n values, as groupNorm uses them.
+@inline(__always)
+func groupStatistics(_ src: UnsafePointer<Float>, _ n: Int, eps: Float) -> (m: Float, mLo: Float, rstd: Float) {
+    let mean = meanOf(src, n)
+    let variance = sumOfSquaredDeviations(src, n, Float(mean)) / Double(n)
+    let rstd = Float(1 / (variance + Double(eps)).squareRoot())
+    // The mean as hi + lo floats: (x − hi) − lo is exact to float precision even when
+    // |mean| ≫ std (x − hi is exact by Sterbenz when x is near the mean).
+    let m = Float(mean), mLo = Float(mean - Double(m))
+    return (m, mLo, rstd)
+}
+
+/// groupNorm's per-channel affine map without applying it: affine[4·(b·channels + c) ..< +4] =
+/// (m, mLo, gamma[c]·rstd, beta[c]), so that y = ((x − m) − mLo)·scale + shift (then SiLU)
+/// reproduces groupNorm bit for bit wherever it is evaluated (see `conv2d(normalizedBy:)`).
+public func groupNormAffine(
+    x: UnsafePointer<Float>, batch: Int, channels: Int, spatial: Int, groups: Int, eps: Float,
+    gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, into affine: UnsafeMutablePointer<Float>
+) {
+    guard batch > 0, channels > 0, spatial > 0 else { return }
+    let cpg = channels / groups
+    let o = SendablePointer(affine)
+    let box = UncheckedBox((x, gamma, beta))
+    parallelFor(batch * groups, minChunk: max(1, 16384 / max(1, cpg * spatial))) { range in
+        let (x, gamma, beta) = box.value
+        for bg in range {
+            let b = bg / groups, g = bg % groups
+            let (m, mLo, rstd) = groupStatistics(x + (b * channels + g * cpg) * spatial, cpg * spatial, eps: eps)
+            for c in 0..<cpg {
+                let ch = g * cpg + c
+                let a = o.p + 4 * (b * channels + ch)
+                a[0] = m; a[1] = mLo; a[2] = gamma[ch] * rstd; a[3] = beta[ch]
             }
         }
     }

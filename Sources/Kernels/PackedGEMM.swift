@@ -79,8 +79,11 @@ public final class PackedMatrix: @unchecked Sendable {
         let unit = role == .a ? gemmMR : gemmNR
         kc = max(1, kBlockSize(max(k, 1)))
         padded = (other + unit - 1) / unit * unit
-        let total = max(1, padded * k)
+        // 16 values of slack past the panels: Winograd's filter transform reads a panel's taps
+        // with 8-wide loads that may run 2 values past the last one.
+        let total = padded * k + 16
         let buf = UnsafeMutablePointer<Float>.allocate(capacity: total)
+        (buf + padded * k).initialize(repeating: 0, count: 16)
         var p0 = 0
         while p0 < k {
             let kc = min(self.kc, k - p0)
@@ -92,7 +95,7 @@ public final class PackedMatrix: @unchecked Sendable {
             f16 = nil
         } else {
             let h = UnsafeMutablePointer<Float16>.allocate(capacity: total)
-            for i in 0..<padded * k { h[i] = Float16(buf[i]) }
+            for i in 0..<total { h[i] = Float16(buf[i]) }
             buf.deallocate()
             f16 = h
             f32 = nil

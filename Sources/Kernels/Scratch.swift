@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A small pool of 64-byte-aligned float buffers reused across kernel calls.
 /// Packing buffers are a few hundred KB to a few MB; allocating them afresh on every GEMM would
@@ -9,6 +12,10 @@ final class ScratchPool: @unchecked Sendable {
     private var free: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
     /// Buffers kept for reuse; beyond this the largest spare ones are released.
     private let maxKept = 12
+    /// Bytes kept for reuse; beyond this the largest spare buffers are released too (a decoder
+    /// at 512×512 cycles through many transform buffers of 10–40 MB; keeping all of them would
+    /// add their sum to the peak).
+    private let maxKeptBytes = 96 << 20
 
     /// A buffer of at least `count` floats, 64-byte aligned. Contents are unspecified.
     func take(_ count: Int) -> (pointer: UnsafeMutablePointer<Float>, capacity: Int) {
@@ -30,13 +37,34 @@ final class ScratchPool: @unchecked Sendable {
         return (raw.bindMemory(to: Float.self, capacity: cap), cap)
     }
 
+    /// Frees every buffer kept for reuse (buffers in use are unaffected).
+    func trim() {
+        lock.lock()
+        let drop = free
+        free.removeAll()
+        lock.unlock()
+        for d in drop { UnsafeMutableRawPointer(d.pointer).deallocate() }
+    }
+
+    /// Bytes held by the buffers kept for reuse.
+    var retainedBytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return free.reduce(0) { $0 + $1.capacity * MemoryLayout<Float>.stride }
+    }
+
     func give(_ b: (pointer: UnsafeMutablePointer<Float>, capacity: Int)) {
         lock.lock()
         free.append(b)
         var drop: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
-        if free.count > maxKept {
+        var kept = free.reduce(0) { $0 + $1.capacity * MemoryLayout<Float>.stride }
+        if free.count > maxKept || kept > maxKeptBytes {
             free.sort { $0.capacity < $1.capacity }
-            while free.count > maxKept { drop.append(free.removeLast()) }
+            while free.count > maxKept || (kept > maxKeptBytes && free.count > 1) {
+                let d = free.removeLast()
+                kept -= d.capacity * MemoryLayout<Float>.stride
+                drop.append(d)
+            }
         }
         lock.unlock()
         for d in drop { UnsafeMutableRawPointer(d.pointer).deallocate() }
@@ -44,6 +72,26 @@ final class ScratchPool: @unchecked Sendable {
 }
 
 let scratchPool = ScratchPool()
+
+/// Frees the kernels' pooled scratch buffers (GEMM packing, Winograd transforms, padded images)
+/// and hands freed heap memory back to the system: glibc keeps freed blocks below its mmap
+/// threshold (which grows up to 32 MB as large blocks are freed) resident. Call between phases
+/// whose buffers differ, e.g. after loading weights and between denoising and decoding, so one
+/// phase's working set does not stay resident under the next one's peak.
+public func releaseScratchMemory() {
+    scratchPool.trim()
+    #if canImport(Glibc)
+    if let trim = mallocTrim { _ = trim(0) }
+    #endif
+}
+
+#if canImport(Glibc)
+/// glibc's malloc_trim (malloc.h is not in Swift's Glibc module), looked up once.
+private let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+    return unsafeBitCast(sym, to: (@convention(c) (Int) -> Int32).self)
+}()
+#endif
 
 /// Runs `body` with a scratch buffer of at least `count` floats (64-byte aligned, uninitialised).
 @inline(__always)

@@ -3,7 +3,12 @@ import XCTest
 
 /// conv2d against a direct 7-loop convolution in Double.
 /// Tolerance: 1e-5 relative to Σ|w·x| + |bias| + |residual| per output element.
+/// Pinned to the im2col path (WinogradTests covers the other one for 3×3 stride 1).
 final class ConvTests: XCTestCase {
+    private var savedAlgorithm = Conv3x3Algorithm.auto
+    override func setUp() { savedAlgorithm = Conv3x3Algorithm.current; Conv3x3Algorithm.current = .im2col }
+    override func tearDown() { Conv3x3Algorithm.current = savedAlgorithm }
+
     struct Shape {
         var batch = 1
         var cin: Int, h: Int, w: Int, cout: Int, kh: Int, kw: Int

@@ -21,8 +21,14 @@ public struct ResnetBlock2D: Sendable {
 
     /// x [N, C, H, W]; temb [N, tembChannels] already passed through SiLU by the caller (the
     /// UNet computes SiLU(temb) once for all blocks).
-    public func callAsFunction(_ x: Tensor, siluTemb: Tensor? = nil) -> Tensor {
-        var h = conv1(norm1(x, silu: true))
+    /// The input is consumed: a caller that passes its last reference (`r(consume h)`) lets the
+    /// block free it before conv2, the block's largest moment (with a channel-changing shortcut
+    /// only the projected skip is kept).
+    public func callAsFunction(_ input: consuming Tensor, siluTemb: Tensor? = nil) -> Tensor {
+        let skip = convShortcut.map { $0(input) } ?? copy input
+        // GroupNorm + SiLU happen as each convolution reads its input (no normalised copy).
+        var h = conv1(normalizing: input, with: norm1, silu: true)
+        _ = consume input
         if let proj = timeEmbProj, let t = siluTemb {
             let e = proj(t)  // [N, outC]
             let (n, c) = (h.shape[0], h.shape[1])
@@ -36,8 +42,7 @@ public struct ResnetBlock2D: Sendable {
             }
         }
         // input + conv2(h), the add fused into the convolution's store.
-        let skip = convShortcut.map { $0(x) } ?? x
-        h = conv2(norm2(h, silu: true), residual: skip)
+        h = conv2(normalizing: h, with: norm2, silu: true, residual: skip)
         if outputScaleFactor != 1 {
             let inv = 1 / outputScaleFactor
             for i in 0..<h.count { h.data[i] *= inv }
@@ -58,7 +63,8 @@ public struct Downsample2D: Sendable {
     public func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
 }
 
-/// diffusers' Upsample2D with a convolution: nearest-neighbour resize then 3x3 conv.
+/// diffusers' Upsample2D with a convolution: nearest-neighbour resize then 3x3 conv, fused
+/// (the 4× larger resized tensor is not materialised on the Winograd path).
 public struct Upsample2D: Sendable {
     let conv: Conv2d
     public init(_ w: WeightScope, channels: Int) throws {
@@ -67,6 +73,6 @@ public struct Upsample2D: Sendable {
     /// `size`: the output size when not exactly 2x (odd latent sizes in the UNet).
     public func callAsFunction(_ x: Tensor, size: (Int, Int)? = nil) -> Tensor {
         let (h, w) = size ?? (x.shape[2] * 2, x.shape[3] * 2)
-        return conv(x.upsampledNearest(height: h, width: w))
+        return conv.upsampling(x, toHeight: h, width: w)
     }
 }

@@ -73,6 +73,43 @@ public struct Conv2d: Sendable {
     }
 }
 
+extension Conv2d {
+    /// conv(norm(x)) with the GroupNorm (+ SiLU) applied as the convolution reads x, so the
+    /// normalised tensor is not materialised on the Winograd path (same bits as
+    /// `self(norm(x, silu:))`; see `conv2d(normalizedBy:)`).
+    public func callAsFunction(normalizing x: Tensor, with norm: GroupNorm, silu: Bool, residual: Tensor? = nil) -> Tensor {
+        precondition(x.shape.count == 4 && x.shape[1] == inChannels && norm.channels == inChannels,
+                     "Conv2d expects [N, \(inChannels), H, W], got \(x.shape)")
+        let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3])
+        let oh = (h + pads.top + pads.bottom - kernel) / stride + 1
+        let ow = (wd + pads.left + pads.right - kernel) / stride + 1
+        let y = Tensor(shape: [n, outChannels, oh, ow])
+        if let residual { precondition(residual.count == y.count, "residual \(residual.shape) for output \(y.shape)") }
+        conv2d(input: x.data, batch: n, inChannels: inChannels, height: h, width: wd,
+               normalizedBy: InputGroupNorm(groups: norm.groups, eps: norm.eps, gamma: norm.weight.data, beta: norm.bias.data, silu: silu),
+               weight: weight, bias: bias?.data, kernelH: kernel, kernelW: kernel, strideH: stride, strideW: stride,
+               padTop: pads.top, padLeft: pads.left, padBottom: pads.bottom, padRight: pads.right, output: y.data,
+               residual: residual?.data)
+        return y
+    }
+
+    /// conv(nearest-resize(x) to height × width), diffusers' Upsample2D, without materialising
+    /// the resized tensor when the convolution runs as Winograd (see `conv2dUpsampledNearest`).
+    public func upsampling(_ x: Tensor, toHeight uh: Int, width uw: Int) -> Tensor {
+        precondition(x.shape.count == 4 && x.shape[1] == inChannels, "Conv2d expects [N, \(inChannels), H, W], got \(x.shape)")
+        precondition(stride == 1, "upsampling conv with stride \(stride)")
+        let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3])
+        let oh = uh + pads.top + pads.bottom - kernel + 1
+        let ow = uw + pads.left + pads.right - kernel + 1
+        let y = Tensor(shape: [n, outChannels, oh, ow])
+        conv2dUpsampledNearest(input: x.data, batch: n, inChannels: inChannels, height: h, width: wd,
+                               upHeight: uh, upWidth: uw, weight: weight, bias: bias?.data, kernelH: kernel, kernelW: kernel,
+                               padTop: pads.top, padLeft: pads.left, padBottom: pads.bottom, padRight: pads.right,
+                               output: y.data)
+        return y
+    }
+}
+
 /// torch.nn.GroupNorm (affine) over NCHW, optionally followed by SiLU (fused).
 public struct GroupNorm: Sendable {
     public let weight: Tensor
@@ -90,6 +127,13 @@ public struct GroupNorm: Sendable {
         self.eps = eps
         weight = try w.tensor("weight", [channels])
         bias = try w.tensor("bias", [channels])
+    }
+
+    /// Normalises x in place (for a tensor nothing else will read unnormalised).
+    public func applyInPlace(_ x: Tensor, silu: Bool = false) {
+        precondition(x.shape.count >= 2 && x.shape[1] == channels, "GroupNorm expects [N, \(channels), ...], got \(x.shape)")
+        groupNorm(x: x.data, out: x.data, batch: x.shape[0], channels: channels, spatial: x.count / (x.shape[0] * channels),
+                  groups: groups, eps: eps, gamma: weight.data, beta: bias.data, silu: silu)
     }
 
     public func callAsFunction(_ x: Tensor, silu: Bool = false) -> Tensor {

@@ -386,8 +386,13 @@ public struct StableDiffusionPipeline: Sendable {
         latents = try denoise(latents: latents, embeddings: embeddings, requests: requests, generators: &generators,
                               progress: progress, onStep: onStep)
         // The VAE decodes one image at a time: batching it saves little and multiplies its
-        // (large) activation memory.
-        let decoded = latents.map { decode($0) }
+        // (large) activation memory. The UNet's scratch buffers are released first, so they
+        // do not sit under the decoder's peak, and the decoder's after each image.
+        releaseScratchMemory()
+        let decoded = latents.map { l -> Tensor in
+            defer { releaseScratchMemory() }
+            return decode(l)
+        }
         let seconds = Date().timeIntervalSince(began) / Double(requests.count)
         return zip(requests, decoded).map { r, d in
             GeneratedImage(pixels: Self.unitPixels(d), image: RGBImage(decoded: d), parameters: parameters(for: r), seconds: seconds)

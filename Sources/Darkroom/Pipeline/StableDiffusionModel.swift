@@ -81,6 +81,7 @@ public final class StableDiffusionModel: Sendable {
             schedulerConfig: try SchedulerConfig.load(from: sub("scheduler/scheduler_config.json")),
             checkpoint: nil,
             vaeWeightsSource: { [vae = sub("vae")] in try Weights.load(componentFolder: vae, stem: "diffusion_pytorch_model") }))
+        releaseScratchMemory()   // the widened copies made while packing the weights
     }
 
     /// Loads a single `.safetensors` checkpoint in the original LDM key layout of SD 1.x/2.x
@@ -137,6 +138,7 @@ public final class StableDiffusionModel: Sendable {
             vaeConfig: arch.vae, vaeWeights: vaeWeights,
             schedulerConfig: arch.scheduler, checkpoint: info, warnings: warnings,
             vaeWeightsSource: { [file = ckpt.file, views = vaeViews.views] in try Weights(file: file, views: views, label: "vae") }))
+        releaseScratchMemory()   // the widened copies made while packing the weights
     }
 
     private init(_ p: Parts) throws {

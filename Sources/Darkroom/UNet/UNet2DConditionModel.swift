@@ -206,6 +206,6 @@ public struct UNet2DConditionModel: Sendable {
             h = block(h, skips: &skips, temb: siluTemb, context: context, upsampleSize: size)
             observe?("up_blocks.\(i)", h)
         }
-        return convOut(convNormOut(h, silu: true))
+        return convOut(normalizing: h, with: convNormOut, silu: true)
     }
 }

@@ -126,15 +126,16 @@ public struct VAEDecoder: Sendable {
         if let p = postQuantConv { h = p(h); observe?("post_quant_conv", h) }
         h = convIn(h)
         observe?("decoder.conv_in", h)
-        h = midResnets[0](h)
+        // `consume`: each block may free its input as soon as it has read it.
+        h = midResnets[0](consume h)
         if let a = midAttention { h = a(h) }
-        h = midResnets[1](h)
+        h = midResnets[1](consume h)
         observe?("decoder.mid_block", h)
         for (i, block) in upBlocks.enumerated() {
-            for r in block.resnets { h = r(h) }
+            for r in block.resnets { h = r(consume h) }
             if let u = block.upsampler { h = u(h) }
             observe?("decoder.up_blocks.\(i)", h)
         }
-        return convOut(convNormOut(h, silu: true))
+        return convOut(normalizing: h, with: convNormOut, silu: true)
     }
 }
