@@ -68,7 +68,14 @@ final class DDIMSchedulerTests: XCTestCase {
             // Noise schedule: exact float32 bits.
             let wantCumprod = DDIMSchedulerTests.floats(c["alphas_cumprod"])
             XCTAssertEqual(sched.alphasCumprod.count, wantCumprod.count, name)
-            let badCumprod = zip(sched.alphasCumprod, wantCumprod).filter { $0.bitPattern != $1.bitPattern }.count
+            // Exact bits on the goldens' machine; zero-SNR rescaling takes torch's sqrt, which moves
+            // by 1 ulp between CPU vendors (see torchSqrt), and subtracts the last root (cancellation
+            // near ᾱ = 0), so there: within 8 ulp or 1e-6 absolute (ᾱ is in [0, 1]).
+            let zeroSNR = cfg.rescaleBetasZeroSnr
+            let badCumprod = zip(sched.alphasCumprod, wantCumprod).filter { g, w in
+                g.bitPattern != w.bitPattern
+                    && !(zeroSNR && ((g.sign == w.sign && abs(Int(g.bitPattern) - Int(w.bitPattern)) <= 8) || abs(g - w) <= 1e-6))
+            }.count
             XCTAssertEqual(badCumprod, 0, "\(name): alphas_cumprod values differing from torch")
             XCTAssertEqual(sched.finalAlphaCumprod, (c["final_alpha_cumprod"] as! NSNumber).floatValue, name)
 
