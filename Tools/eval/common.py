@@ -527,3 +527,15 @@ def contact_sheet(tiles, path, cols=8, scale=2, caption_lines=3, font_size=10, t
         for j, line in enumerate(wrap(d, caption, fnt, tile, caption_lines)):
             d.text((x0, y0 + tile + 2 + j * line_h), line, fill=colour or (0, 0, 0), font=fnt)
     sheet.save(path, optimize=True)
+
+
+def render_overrides(args):
+    """Batch-line keys for the --steps/--guidance/--size options given (the model's defaults otherwise)."""
+    extra = {}
+    if args.steps:
+        extra["steps"] = args.steps
+    if args.guidance is not None:
+        extra["guidance_scale"] = args.guidance
+    if args.size:
+        extra["width"] = extra["height"] = args.size
+    return extra

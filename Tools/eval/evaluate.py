@@ -57,13 +57,7 @@ def log(msg):
 def plan_jobs(prompts, negatives, args):
     """Every image to render, in batch order: (batch line dict, role dict)."""
     jobs = []
-    base = {}
-    if args.steps:
-        base["steps"] = args.steps
-    if args.guidance is not None:
-        base["guidance_scale"] = args.guidance
-    if args.size:
-        base["width"] = base["height"] = args.size
+    base = common.render_overrides(args)
     for k, p in enumerate(prompts):
         for s in range(args.seeds):
             jobs.append((dict(prompt=p["prompt"], seed=args.seed + s, **base),

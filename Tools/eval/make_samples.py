@@ -106,14 +106,7 @@ def main():
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
 
-    extra = {}
-    if args.steps:
-        extra["steps"] = args.steps
-    if args.guidance is not None:
-        extra["guidance_scale"] = args.guidance
-    if args.size:
-        extra["width"] = extra["height"] = args.size
-    batch = jobs(args.seed, extra)
+    batch = jobs(args.seed, common.render_overrides(args))
     images_ds, records = common.load_dataset()
     names = {r["name"] for r in records}
     unknown = [p for p in PROMPTS + [n[0] for n in NEGATIVES] + [SEEDS_PROMPT] if p not in names]

@@ -186,6 +186,17 @@ class Checkpointer:
             w.writerow(row)
 
 
+def resume(ck, modules, opt, gen, label):
+    """Loads ck's checkpoint into modules ({state key: module}), opt and gen; returns (step, spent)."""
+    st = ck.load()
+    for key, module in modules.items():
+        module.load_state_dict(st[key])
+    opt.load_state_dict(st["opt"])
+    set_rng_state(st["rng"], gen)
+    print("resumed %s at step %d" % (label, st["step"]))
+    return st["step"], st["spent"]
+
+
 def rng_state(gen):
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "gen": gen.get_state()}

@@ -57,12 +57,7 @@ def main():
     ck = C.Checkpointer(os.path.join(C.WORK, "vae-decoder"), 600)
     step, spent = 0, 0.0
     if a.resume and ck.exists():
-        st = ck.load()
-        vae.load_state_dict(st["vae"])
-        opt.load_state_dict(st["opt"])
-        step, spent = st["step"], st["spent"]
-        C.set_rng_state(st["rng"], gen)
-        print("resumed decoder at step", step)
+        step, spent = C.resume(ck, {"vae": vae}, opt, gen, "decoder")
     # Same rebalanced draws as the UNet: rare colours (green, purple) get their share.
     weights = torch.tensor(C.sampling_weights(recs), dtype=torch.float64)
     hdr = ["step", "cpu_seconds", "loss", "l1", "colour"]

@@ -40,12 +40,7 @@ def cmd_vae(a):
     ck = C.Checkpointer(os.path.join(C.WORK, "vae-train"), a.ckpt_every)
     step, spent = 0, 0.0
     if a.resume and ck.exists():
-        st = ck.load()
-        vae.load_state_dict(st["vae"])
-        opt.load_state_dict(st["opt"])
-        step, spent = st["step"], st["spent"]
-        C.set_rng_state(st["rng"], gen)
-        print("resumed VAE at step", step)
+        step, spent = C.resume(ck, {"vae": vae}, opt, gen, "VAE")
     print("VAE params %.2fM" % (count(vae) / 1e6))
     n = len(x_all)
     hdr = ["step", "cpu_seconds", "wall_seconds", "loss", "l1", "kl", "lr"]
@@ -212,15 +207,7 @@ def cmd_unet(a):
         ema_unet.load_state_dict(st["unet"])
         print("initialised from %s (step %d, %s)" % (a.init_from, st["step"], st.get("prediction", "epsilon")))
     if a.resume and ck.exists():
-        st = ck.load()
-        te.load_state_dict(st["te"])
-        unet.load_state_dict(st["unet"])
-        ema_te.load_state_dict(st["ema_te"])
-        ema_unet.load_state_dict(st["ema_unet"])
-        opt.load_state_dict(st["opt"])
-        step, spent = st["step"], st["spent"]
-        C.set_rng_state(st["rng"], gen)
-        print("resumed at step %d (%.0f CPU-s of training)" % (step, spent))
+        step, spent = C.resume(ck, {"te": te, "unet": unet, "ema_te": ema_te, "ema_unet": ema_unet}, opt, gen, "text encoder + UNet")
     print("text encoder %.2fM, unet %.2fM params; %d images; batch %d" % (count(te) / 1e6, count(unet) / 1e6, len(recs), a.batch))
     ema_params = list(ema_te.parameters()) + list(ema_unet.parameters())
     hdr = ["step", "cpu_seconds", "wall_seconds", "loss", "lr", "samples_per_wall_s"]

@@ -61,10 +61,7 @@ public struct Conv2d: Sendable {
     public func callAsFunction(_ x: Tensor, residual: Tensor? = nil) -> Tensor {
         precondition(x.shape.count == 4 && x.shape[1] == inChannels, "Conv2d expects [N, \(inChannels), H, W], got \(x.shape)")
         let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3])
-        let oh = (h + pads.top + pads.bottom - kernel) / stride + 1
-        let ow = (wd + pads.left + pads.right - kernel) / stride + 1
-        let y = Tensor(shape: [n, outChannels, oh, ow])
-        if let residual { precondition(residual.count == y.count, "residual \(residual.shape) for output \(y.shape)") }
+        let y = output(for: x, residual: residual)
         conv2d(input: x.data, batch: n, inChannels: inChannels, height: h, width: wd,
                weight: weight, bias: bias?.data, kernelH: kernel, kernelW: kernel, strideH: stride, strideW: stride,
                padTop: pads.top, padLeft: pads.left, padBottom: pads.bottom, padRight: pads.right, output: y.data,
@@ -74,6 +71,15 @@ public struct Conv2d: Sendable {
 }
 
 extension Conv2d {
+    /// The uninitialised output tensor for input x (and the residual's size check).
+    func output(for x: Tensor, residual: Tensor?) -> Tensor {
+        let oh = (x.shape[2] + pads.top + pads.bottom - kernel) / stride + 1
+        let ow = (x.shape[3] + pads.left + pads.right - kernel) / stride + 1
+        let y = Tensor(shape: [x.shape[0], outChannels, oh, ow])
+        if let residual { precondition(residual.count == y.count, "residual \(residual.shape) for output \(y.shape)") }
+        return y
+    }
+
     /// conv(norm(x)) with the GroupNorm (+ SiLU) applied as the convolution reads x, so the
     /// normalised tensor is not materialised on the Winograd path (same bits as
     /// `self(norm(x, silu:))`; see `conv2d(normalizedBy:)`).
@@ -81,10 +87,7 @@ extension Conv2d {
         precondition(x.shape.count == 4 && x.shape[1] == inChannels && norm.channels == inChannels,
                      "Conv2d expects [N, \(inChannels), H, W], got \(x.shape)")
         let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3])
-        let oh = (h + pads.top + pads.bottom - kernel) / stride + 1
-        let ow = (wd + pads.left + pads.right - kernel) / stride + 1
-        let y = Tensor(shape: [n, outChannels, oh, ow])
-        if let residual { precondition(residual.count == y.count, "residual \(residual.shape) for output \(y.shape)") }
+        let y = output(for: x, residual: residual)
         conv2d(input: x.data, batch: n, inChannels: inChannels, height: h, width: wd,
                normalizedBy: InputGroupNorm(groups: norm.groups, eps: norm.eps, gamma: norm.weight.data, beta: norm.bias.data, silu: silu),
                weight: weight, bias: bias?.data, kernelH: kernel, kernelW: kernel, strideH: stride, strideW: stride,
