@@ -37,6 +37,7 @@ guard let modelPath = argument("--model") else {
 let size = Int(argument("--size") ?? "512") ?? 512
 let runs = max(1, Int(argument("--runs") ?? "3") ?? 3)
 if let t = argument("--threads").flatMap(Int.init) { Threads.count = t }
+limitHeapRetention()  // as the CLI does
 let components = Set((argument("--component") ?? "text_encoder,unet,vae").split(separator: ",").map(String.init))
 let folder = URL(fileURLWithPath: modelPath)
 var out: [String: Any] = ["threads": Threads.count, "size": size]

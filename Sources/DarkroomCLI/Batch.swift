@@ -113,7 +113,9 @@ struct Batch: ParsableCommand {
             }
             if let l = largest {
                 try check.check(width: l.w, height: l.h, batch: l.img2img ? 1 : min(runOptions.batchSize, mine.count),
-                                guidance: l.guidance, imageToImage: mine.contains { $0.initImage != nil }, ignore: runOptions.ignoreMemoryCheck)
+                                guidance: l.guidance, imageToImage: mine.contains { $0.initImage != nil },
+                                singleBatch: mine.count <= runOptions.batchSize && !mine.contains { $0.initImage != nil },
+                                ignore: runOptions.ignoreMemoryCheck)
             }
         }
         let pipeline = try loadPipeline(runOptions)

@@ -69,6 +69,7 @@ func installInterruptHandlers() {
 /// Loads a model folder or single-file checkpoint, mapping failures to exit code 3 with one
 /// error line. Checkpoint options (--prediction, --config, --tokenizer) only apply to a file.
 func loadPipeline(_ options: RunOptions) throws -> StableDiffusionPipeline {
+    limitHeapRetention()
     let folder = ModelLocator.resolve(options.model)
     do {
         let pipeline: StableDiffusionPipeline

@@ -47,12 +47,13 @@ struct Info: ParsableCommand {
             printError(e.description)
             throw ExitCode(Exit.model)
         }
-        let e = p.estimate(width: size.w, height: size.h, batch: size.b, guidance: p.unet.timeCondProjDim == nil)
+        // One batch of `b` images, as `render --count b --batch-size b` makes it (the UNet is freed before decoding).
+        let e = p.estimate(width: size.w, height: size.h, batch: size.b, guidance: p.unet.timeCondProjDim == nil, releasingWeights: true)
         let f = SystemMemory.format
         print("memory for \(size.w)x\(size.h), batch \(size.b): about \(f(e.total)) (\(e.total) bytes) = weights \(f(e.weights)) + \(e.peakPhase) \(f(e.activations)) + base \(f(e.base))")
         if let limit {
             print("available: \(f(limit.bytes)) (\(limit.source)): \(e.total <= limit.bytes ? "fits" : "does not fit")")
-            if e.total > limit.bytes, let fit = p.largestFitting(width: size.w, height: size.h, batch: size.b, limit: limit.bytes) {
+            if e.total > limit.bytes, let fit = p.largestFitting(width: size.w, height: size.h, batch: size.b, releasingWeights: true, limit: limit.bytes) {
                 print("largest size that fits: \(fit.width)x\(fit.height)")
             }
         }

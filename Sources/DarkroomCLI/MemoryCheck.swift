@@ -18,14 +18,15 @@ struct MemoryCheck {
     }
 
     /// Throws ExitCode(1) after printing the refusal when the estimate exceeds the limit.
-    func check(width: Int, height: Int, batch: Int, guidance: Bool, imageToImage: Bool, ignore: Bool) throws {
+    /// `singleBatch`: the run is one batch, so the UNet is freed before the VAE decode.
+    func check(width: Int, height: Int, batch: Int, guidance: Bool, imageToImage: Bool, singleBatch: Bool, ignore: Bool) throws {
         let limit: SystemMemory?
         do { limit = try SystemMemory.current() } catch let e as DarkroomError {
             printError(e.description)
             throw ExitCode(Exit.usage)
         }
         guard let limit else { return }
-        let e = profile.estimate(width: width, height: height, batch: batch, guidance: guidance, imageToImage: imageToImage)
+        let e = profile.estimate(width: width, height: height, batch: batch, guidance: guidance, imageToImage: imageToImage, releasingWeights: singleBatch)
         guard e.total > limit.bytes else { return }
         let f = SystemMemory.format
         let what = "\(width)x\(height)\(batch > 1 ? " with --batch-size \(batch)" : "")"
@@ -34,7 +35,8 @@ struct MemoryCheck {
             return
         }
         var line = "not enough memory: \(what) needs about \(f(e.total)) (weights \(f(e.weights)), \(e.peakPhase) \(f(e.activations))) but \(f(limit.bytes)) is available (\(limit.source)); "
-        if let fit = profile.largestFitting(width: width, height: height, batch: batch, guidance: guidance, imageToImage: imageToImage, limit: limit.bytes) {
+        if let fit = profile.largestFitting(width: width, height: height, batch: batch, guidance: guidance, imageToImage: imageToImage,
+                                            releasingWeights: singleBatch, limit: limit.bytes) {
             line += "the largest size that fits is \(fit.width)x\(fit.height)"
             if batch > 1, profile.estimate(width: width, height: height, batch: 1, guidance: guidance, imageToImage: imageToImage).total <= limit.bytes {
                 line += " (or --batch-size 1 at \(width)x\(height))"

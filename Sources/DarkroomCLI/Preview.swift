@@ -40,10 +40,10 @@ final class Previewer {
     /// folder is a warning.
     static func decoder(explicit: String?, model: StableDiffusionModel) throws -> Decoder {
         func check(_ d: TinyDecoder, _ path: String) throws -> TinyDecoder {
-            guard d.config.latentChannels == model.unet.config.inChannels, d.upscaleFactor == model.vaeScaleFactor else {
+            guard d.config.latentChannels == model.unetConfig.inChannels, d.upscaleFactor == model.vaeScaleFactor else {
                 throw DarkroomError.invalidFile(
                     path: path,
-                    reason: "the tiny decoder takes \(d.config.latentChannels) latent channels at \(d.upscaleFactor)x; the model has \(model.unet.config.inChannels) at \(model.vaeScaleFactor)x")
+                    reason: "the tiny decoder takes \(d.config.latentChannels) latent channels at \(d.upscaleFactor)x; the model has \(model.unetConfig.inChannels) at \(model.vaeScaleFactor)x")
             }
             return d
         }

@@ -90,6 +90,7 @@ struct Render: ParsableCommand {
             try check.check(width: w ?? d.width, height: h ?? d.height,
                             batch: initImage == nil ? min(runOptions.batchSize, g.count ?? 1) : 1,
                             guidance: scale > 1 && p.unet.timeCondProjDim == nil, imageToImage: initImage != nil,
+                            singleBatch: initImage == nil && (g.count ?? 1) <= runOptions.batchSize,
                             ignore: runOptions.ignoreMemoryCheck)
         }
 
@@ -175,7 +176,8 @@ struct Render: ParsableCommand {
                 let results = try img2img.map { i in
                     [try pipeline.generate(group[0].request, initImage: i.image, strength: strength ?? 0.75, encoder: i.encoder,
                                            progress: onProgress, onStep: onStep)]
-                } ?? pipeline.generate(batch: group.map(\.request), progress: onProgress, onStep: onStep)
+                } ?? pipeline.generate(batch: group.map(\.request), progress: onProgress, onStep: onStep,
+                                       releasingWeights: start >= jobs.count)  // the last group
                 for (job, (result, url)) in zip(group, zip(results, urls)) {
                     try PNGFile.write(result.image, text: [("parameters", result.parameters.a1111Text)], to: url)
                     previewer?.finished(url)

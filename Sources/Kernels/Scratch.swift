@@ -85,6 +85,20 @@ public func releaseScratchMemory() {
     #endif
 }
 
+/// Makes glibc hand every block of 8 MB or more straight back to the system when it is freed.
+/// By default glibc raises its mmap threshold up to 32 MB as large blocks are freed, so the
+/// 8-32 MB activations of a 512x512 UNet step (10 MB per 320-channel plane with guidance) stay
+/// in its heap: measured on SD 1.5 at 512x512, the whole render's peak RSS falls by 65 MB with
+/// no change in time (a 1 MB threshold cost 2x the time in page faults). A process-wide
+/// setting, so the CLI and the benchmarks call it, not the library. No-op off glibc.
+public func limitHeapRetention(threshold: Int = 8 << 20) {
+    #if canImport(Glibc)
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+    let mallopt = unsafeBitCast(sym, to: (@convention(c) (Int32, Int32) -> Int32).self)
+    _ = mallopt(-3 /* M_MMAP_THRESHOLD */, Int32(clamping: threshold))
+    #endif
+}
+
 #if canImport(Glibc)
 /// glibc's malloc_trim (malloc.h is not in Swift's Glibc module), looked up once.
 private let mallocTrim: (@convention(c) (Int) -> Int32)? = {

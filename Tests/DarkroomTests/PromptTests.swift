@@ -176,7 +176,7 @@ final class PromptTests: XCTestCase {
 
     func testCommaBacktrackCanBeTurnedOff() throws {
         let base = try Self.encoder("tiny-sd1")
-        let off = PromptEncoder(tokenizer: base.tokenizer, textEncoder: base.textEncoder, commaPaddingBacktrack: 0)
+        let off = PromptEncoder(tokenizer: base.tokenizer, textEncoderSource: base.textEncoderSource, commaPaddingBacktrack: 0)
         // 70 words, a comma (token 71), 10 more words: A1111 moves the 10 words to chunk 2.
         let prompt = Array(repeating: "cat", count: 70).joined(separator: " ") + ", " + Array(repeating: "dog", count: 10).joined(separator: " ")
         let on = try base.chunker.chunks(prompt).chunks
@@ -191,13 +191,13 @@ final class PromptTests: XCTestCase {
     /// attention takes any number of context tokens.
     func testLongConditioningRunsThroughUNet() throws {
         let model = try StableDiffusionModel(folder: TestPaths.model("tiny-sd1"))
-        let encoder = PromptEncoder(tokenizer: model.tokenizer, textEncoder: model.textEncoder)
+        let encoder = PromptEncoder(tokenizer: model.tokenizer, textEncoder: try model.textEncoder())
         let long = Array(repeating: "a (red:1.2) cat,", count: 30).joined(separator: " ")
         let (pos, neg) = try encoder.encode(prompt: long, negativePrompt: "blurry")
         XCTAssertEqual(pos.shape, [1, 154, 32])
         let context = Tensor.concat([neg, pos])
-        let latents = Tensor(shape: [2, model.unet.config.inChannels, 8, 8], values: (0..<(2 * model.unet.config.inChannels * 64)).map { Float(($0 * 37) % 11) / 11 - 0.5 })
-        let out = model.unet(latents, timestep: 500, context: context)
+        let latents = Tensor(shape: [2, model.unetConfig.inChannels, 8, 8], values: (0..<(2 * model.unetConfig.inChannels * 64)).map { Float(($0 * 37) % 11) / 11 - 0.5 })
+        let out = try model.unet()(latents, timestep: 500, context: context)
         XCTAssertEqual(out.shape, latents.shape)
         XCTAssertTrue(out.scalars.allSatisfy(\.isFinite))
     }

@@ -217,6 +217,32 @@ final class ReliabilityTests: XCTestCase {
 
     // MARK: - Memory
 
+    func testReleasedUNetIsRebuiltFromItsFiles() throws {
+        let folder = tmp.appendingPathComponent("model")
+        try FileManager.default.copyItem(at: TestPaths.model("tiny-sd1"), to: folder)
+        let pipeline = try StableDiffusionPipeline(folder: folder)
+        let r = GenerationRequest(prompt: "a red heart", steps: 3, guidanceScale: 5, seed: 7)
+        let kept = try pipeline.generate(batch: [r])[0]
+        let released = try pipeline.generate(batch: [r], releasingWeights: true)[0]
+        XCTAssertEqual(released.pixels.scalars, kept.pixels.scalars, "each release happens after its component's last use")
+        XCTAssertEqual(try pipeline.generate(batch: [r])[0].pixels.scalars, kept.pixels.scalars, "the rebuilt modules are the same")
+
+        // Released, the text encoder and the UNet are read from disk again, with the same checks as at load.
+        for component in ["text_encoder/model", "unet/diffusion_pytorch_model"] {
+            _ = try pipeline.generate(batch: [r], releasingWeights: true)
+            let file = folder.appendingPathComponent(component + ".safetensors")
+            let good = try Data(contentsOf: file)
+            try FileManager.default.removeItem(at: file)
+            try Data([1, 2, 3]).write(to: file)
+            XCTAssertThrowsError(try pipeline.generate(batch: [r])) {
+                XCTAssertTrue("\($0)".contains(file.path), "\($0)")
+            }
+            try FileManager.default.removeItem(at: file)
+            try good.write(to: file)
+        }
+        XCTAssertEqual(try pipeline.generate(batch: [r])[0].pixels.scalars, kept.pixels.scalars)
+    }
+
     func testMemoryEstimateFollowsSizeBatchAndPrecision() throws {
         let p = try ModelMemoryProfile(model: TestPaths.model("tiny-sd1"))
         XCTAssertEqual(p.defaultSize, Self.pipeline.model.defaultSize)
@@ -254,6 +280,22 @@ final class ReliabilityTests: XCTestCase {
         // Its text encoder is F16 (matrices halve), its UNet BF16 and VAE F32 (widened to F32 like the folder's).
         XCTAssertLessThan(ckpt.weightBytes, p.weightBytes)
         XCTAssertGreaterThan(ckpt.weightBytes, p.weightBytes * 3 / 4)
+
+        // The text encoder's and the UNet's shares, freed by a run's only batch before the UNet and
+        // before the decode: a tiny model's decode peak then sits on the VAE's weights only.
+        func bytes(_ component: String, _ stem: String) throws -> Int {
+            let w = try Weights.load(componentFolder: TestPaths.model("tiny-sd1").appendingPathComponent(component), stem: stem)
+            return w.files.reduce(0) { $0 + $1.entries.values.filter { $0.dtype != .i64 }.reduce(0) { $0 + $1.end - $1.begin } }
+        }
+        XCTAssertEqual(p.unetWeightBytes, try bytes("unet", "diffusion_pytorch_model"), "tiny-sd1 is float32")
+        XCTAssertEqual(p.textWeightBytes, try bytes("text_encoder", "model"))
+        let released = p.estimate(width: 512, height: 512, releasingWeights: true)
+        XCTAssertEqual(released.peakPhase, "VAE decoder")
+        XCTAssertEqual(big.total - released.total, p.unetWeightBytes + p.textWeightBytes)
+        XCTAssertEqual(p.estimate(width: 512, height: 512, imageToImage: true, releasingWeights: true).total,
+                       p.estimate(width: 512, height: 512, imageToImage: true).total, "image-to-image keeps its modules")
+        XCTAssertEqual(ckpt.unetWeightBytes, p.unetWeightBytes, "the checkpoint's UNet is BF16, widened to F32 like the folder's")
+        XCTAssertLessThan(ckpt.textWeightBytes, p.textWeightBytes, "its text encoder is F16")
 
         XCTAssertThrowsError(try ModelMemoryProfile(model: tmp.appendingPathComponent("none"))) {
             XCTAssertEqual($0 as? DarkroomError, .fileNotFound(path: self.tmp.appendingPathComponent("none").path))

@@ -127,7 +127,7 @@ final class SingleFileTests: XCTestCase {
     }
 
     func assertSameArchitecture(_ model: StableDiffusionModel, folder: URL, _ name: String) throws {
-        let u = model.unet.config, fu = try UNetConfig.load(folder.appendingPathComponent("unet/config.json"))
+        let u = model.unetConfig, fu = try UNetConfig.load(folder.appendingPathComponent("unet/config.json"))
         XCTAssertEqual(u.blockOutChannels, fu.blockOutChannels, name)
         XCTAssertEqual(u.layersPerBlock, fu.layersPerBlock, name)
         XCTAssertEqual(u.downBlockTypes, fu.downBlockTypes, name)
@@ -152,7 +152,7 @@ final class SingleFileTests: XCTestCase {
         XCTAssertEqual(v.scalingFactor, fv.scalingFactor, name)
         XCTAssertEqual(v.usePostQuantConv, fv.usePostQuantConv, name)
         XCTAssertEqual(v.midBlockAddAttention, fv.midBlockAddAttention, name)
-        let t = model.textEncoder.config, ft = try CLIPTextConfig(ConfigFile.load(folder.appendingPathComponent("text_encoder/config.json")))
+        let t = model.textEncoderConfig, ft = try CLIPTextConfig(ConfigFile.load(folder.appendingPathComponent("text_encoder/config.json")))
         XCTAssertEqual(t.vocabSize, ft.vocabSize, name)
         XCTAssertEqual(t.hiddenSize, ft.hiddenSize, name)
         XCTAssertEqual(t.intermediateSize, ft.intermediateSize, name)

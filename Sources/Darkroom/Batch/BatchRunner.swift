@@ -177,7 +177,8 @@ public final class BatchRunner: @unchecked Sendable {
                     results = [try pipeline.generate(jobsInGroup[0].request, initImage: image, strength: start.strength,
                                                      encoder: pipeline.model.vaeEncoder(), progress: progress)]
                 } else {
-                    results = try pipeline.generate(batch: jobsInGroup.map(\.request), progress: progress)
+                    results = try pipeline.generate(batch: jobsInGroup.map(\.request), progress: progress,
+                                                    releasingWeights: queue.isEmpty)  // the last batch
                 }
             } catch DarkroomError.cancelled {
                 summary.cancelled = true

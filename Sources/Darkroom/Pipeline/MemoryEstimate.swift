@@ -3,18 +3,20 @@ import Foundation
 /// How much memory a render will need, worked out before any weight is loaded: from the configs
 /// and the safetensors headers alone (cheap even for a 4 GB checkpoint).
 ///
-/// The estimate is weights + the largest working set of the run + a fixed base:
-/// - **weights** as Darkroom keeps them: matrices and convolution kernels in their stored
+/// The estimate is the largest, over the phases of a run, of the weights held in that phase +
+/// its working set + a fixed base:
+/// - **weights** as Darkroom keeps them (a run's only batch frees the text encoder before the
+///   UNet phase and the UNet before the decoder's, see `generate(batch:releasingWeights:)`): matrices and convolution kernels in their stored
 ///   precision (Float16 files stay Float16 in memory), everything else (biases, norms,
 ///   embeddings, BF16 and F32 files) as Float32; the VAE encoder only for image-to-image;
-/// - **working set**, the largest of: loading (the largest tensor widened to Float32 while it is
+/// - **working set** of each phase: loading (the largest tensor widened to Float32 while it is
 ///   repacked), the UNet (every skip connection of the down path held for the up path, plus the
 ///   largest resnet or transformer block's temporaries, for `batch × 2` rows with guidance), the
 ///   VAE decoder at full resolution (one image at a time: its last blocks hold several
 ///   full-resolution planes of 128-256 channels, which is where SD's peak is), and the VAE
 ///   encoder for image-to-image;
 /// - **base**: the Swift runtime, libraries and the tokenizer's tables;
-/// - **allocator slack**: the working set counts 1.5 times, plus half of the second largest
+/// - **allocator slack**: the working set counts 1.1 times, plus a quarter of the phase before
 ///   (freed memory the allocator keeps for reuse; see `estimate`).
 ///
 /// The block counts mirror `ResnetBlock2D`, `Transformer2DModel`, `Upsample2D` and the VAE as
@@ -28,6 +30,10 @@ public struct ModelMemoryProfile: Sendable {
     public let text: CLIPTextConfig
     /// Bytes of the text encoder, UNet and VAE decoder weights once loaded.
     public let weightBytes: Int
+    /// The UNet's and the text encoder's parts of `weightBytes` (a run's last batch frees the text
+    /// encoder after encoding and the UNet before the VAE decode).
+    public let unetWeightBytes: Int
+    public let textWeightBytes: Int
     /// Bytes of the VAE encoder's weights (loaded for image-to-image only).
     public let encoderWeightBytes: Int
     /// The largest tensor as Float32: the transient copy while loading.
@@ -41,11 +47,14 @@ public struct ModelMemoryProfile: Sendable {
     /// for a `darkroom render` of a tiny model).
     public static let baseBytes = 48 << 20
 
-    public init(unet: UNetConfig, vae: VAEConfig, text: CLIPTextConfig, weightBytes: Int, encoderWeightBytes: Int, largestTensorBytes: Int) {
+    public init(unet: UNetConfig, vae: VAEConfig, text: CLIPTextConfig, weightBytes: Int, unetWeightBytes: Int, textWeightBytes: Int,
+                encoderWeightBytes: Int, largestTensorBytes: Int) {
         self.unet = unet
         self.vae = vae
         self.text = text
         self.weightBytes = weightBytes
+        self.unetWeightBytes = unetWeightBytes
+        self.textWeightBytes = textWeightBytes
         self.encoderWeightBytes = encoderWeightBytes
         self.largestTensorBytes = largestTensorBytes
     }
@@ -66,64 +75,81 @@ public struct ModelMemoryProfile: Sendable {
                 for f in w.files {
                     for (name, e) in f.entries {
                         let encoder = folder == "vae" && (name.hasPrefix("encoder.") || name.hasPrefix("quant_conv."))
-                        sizes.add(name, e, encoder: encoder)
+                        sizes.add(name, e, encoder: encoder, part: folder)
                     }
                 }
             }
-            self.init(unet: unet, vae: vae, text: text, weightBytes: sizes.model, encoderWeightBytes: sizes.encoder, largestTensorBytes: sizes.largest)
+            self.init(unet: unet, vae: vae, text: text, weightBytes: sizes.model, unetWeightBytes: sizes.unet, textWeightBytes: sizes.text,
+                      encoderWeightBytes: sizes.encoder, largestTensorBytes: sizes.largest)
         } else {
             let ckpt = try LDMCheckpoint(url: url)
             let arch = try CheckpointArchitecture(ckpt, options: checkpointOptions)
             for (name, e) in ckpt.file.entries {
                 if name.hasPrefix(LDMCheckpoint.unetPrefix) || name.hasPrefix("cond_stage_model.") {
-                    sizes.add(name, e, encoder: false)
+                    sizes.add(name, e, encoder: false, part: name.hasPrefix(LDMCheckpoint.unetPrefix) ? "unet" : "text_encoder")
                 } else if let p = LDMCheckpoint.vaePrefixes.first(where: { name.hasPrefix($0) }) {
                     let rest = name.dropFirst(p.count)
-                    sizes.add(name, e, encoder: rest.hasPrefix("encoder.") || rest.hasPrefix("quant_conv."))
+                    sizes.add(name, e, encoder: rest.hasPrefix("encoder.") || rest.hasPrefix("quant_conv."), part: "vae")
                 }
                 // Anything else (EMA copies, schedule buffers) is never loaded.
             }
-            self.init(unet: arch.unet, vae: arch.vae, text: arch.text, weightBytes: sizes.model, encoderWeightBytes: sizes.encoder, largestTensorBytes: sizes.largest)
+            self.init(unet: arch.unet, vae: arch.vae, text: arch.text, weightBytes: sizes.model, unetWeightBytes: sizes.unet,
+                      textWeightBytes: sizes.text, encoderWeightBytes: sizes.encoder, largestTensorBytes: sizes.largest)
         }
     }
 
     /// Bytes in memory per stored tensor: packed matrices and kernels keep Float16, the rest is Float32.
     struct WeightSizes {
-        var model = 0, encoder = 0, largest = 0
-        mutating func add(_ name: String, _ e: SafetensorsFile.Entry, encoder isEncoder: Bool) {
+        var model = 0, unet = 0, text = 0, encoder = 0, largest = 0
+        /// `part`: the component folder ("text_encoder", "unet", "vae").
+        mutating func add(_ name: String, _ e: SafetensorsFile.Entry, encoder isEncoder: Bool, part: String) {
             guard [.f32, .f16, .bf16, .f64].contains(e.dtype) else { return }  // position ids and other integer buffers
             let packed = e.shape.count >= 2 && name.hasSuffix("weight") && !name.contains("embedding")
             let bytes = e.count * (packed && e.dtype == .f16 ? 2 : 4)
             if isEncoder { encoder += bytes } else { model += bytes }
+            if part == "unet" { unet += bytes }
+            if part == "text_encoder" { text += bytes }
             largest = max(largest, e.count * 4)
         }
     }
 
     /// The estimate for images of `width` × `height` pixels, `batch` of them through the UNet
     /// together, with or without classifier-free guidance (twice the UNet rows), and the VAE
-    /// encoder for image-to-image.
-    public func estimate(width: Int, height: Int, batch: Int = 1, guidance: Bool = true, imageToImage: Bool = false) -> MemoryEstimate {
+    /// encoder for image-to-image. `releasingWeights`: the run's only batch, which frees the text
+    /// encoder before the UNet runs and the UNet before the VAE decode
+    /// (`generate(batch:releasingWeights:)`), so each peak sits on the weights still needed.
+    public func estimate(width: Int, height: Int, batch: Int = 1, guidance: Bool = true, imageToImage: Bool = false,
+                         releasingWeights: Bool = false) -> MemoryEstimate {
         let f = vaeScaleFactor
         let lh = max(1, height / f), lw = max(1, width / f)
         let rows = max(1, batch) * (guidance ? 2 : 1)
         let load = largestTensorBytes * 2  // the Float32 copy and the mapped pages it was read from
         let unetPeak = rows * unetFloats(lh, lw) * 4
         let decoderPeak = decoderFloats(lh, lw) * 4 + width * height * 3 * 4 * 3  // + decoded, clamped and 8-bit copies
-        var phases: [(String, Int)] = [("loading", load), ("UNet", unetPeak), ("VAE decoder", decoderPeak)]
-        if imageToImage { phases.append(("VAE encoder", encoderFloats(height, width) * 4 + width * height * 3 * 4 * 3)) }
-        phases.sort { $0.1 > $1.1 }
-        // The allocator keeps part of what a phase frees (glibc's heap holds tensors under its
-        // mmap threshold, up to 32 MB): measured peak RSS is the live working set × ~1.5, plus
-        // part of the previous phase.
-        let activations = phases[0].1 * 3 / 2 + phases[1].1 / 2
         let weights = weightBytes + (imageToImage ? encoderWeightBytes : 0)
-        return MemoryEstimate(weights: weights, activations: activations, base: Self.baseBytes, peakPhase: phases[0].0)
+        let releasing = releasingWeights && !imageToImage  // (image-to-image keeps its modules)
+        let unetWeights = weights - (releasing ? textWeightBytes : 0)
+        let decoderWeights = unetWeights - (releasing ? unetWeightBytes : 0)
+        // The phases in the order they run.
+        var phases: [(name: String, bytes: Int, weights: Int)] = [("loading", load, weights)]
+        if imageToImage { phases.append(("VAE encoder", encoderFloats(height, width) * 4 + width * height * 3 * 4 * 3, weights)) }
+        phases += [("UNet", unetPeak, unetWeights), ("VAE decoder", decoderPeak, decoderWeights)]
+        // The allocator keeps part of what a phase frees (glibc's heap holds blocks under its mmap
+        // threshold, which the CLI sets to 8 MB, see `limitHeapRetention`): measured peak RSS is
+        // the live working set plus a tenth, plus a quarter of the phase before.
+        var best: MemoryEstimate?
+        for (i, p) in phases.enumerated() {
+            let before = i > 0 ? phases[i - 1].bytes : 0
+            let e = MemoryEstimate(weights: p.weights, activations: p.bytes * 11 / 10 + before / 4, base: Self.baseBytes, peakPhase: p.name)
+            if best == nil || e.total > best!.total { best = e }
+        }
+        return best!
     }
 
     /// The largest size with the aspect ratio of `width` × `height` (sides multiples of the VAE
     /// factor, at most the requested ones) whose estimate fits in `limit` bytes; nil if none does.
     public func largestFitting(width: Int, height: Int, batch: Int = 1, guidance: Bool = true, imageToImage: Bool = false,
-                               limit: Int) -> (width: Int, height: Int)? {
+                               releasingWeights: Bool = false, limit: Int) -> (width: Int, height: Int)? {
         let f = vaeScaleFactor
         let wide = width >= height
         let long = wide ? width : height, short = wide ? height : width
@@ -131,7 +157,8 @@ public struct ModelMemoryProfile: Sendable {
         while side >= f {
             let other = max(f, Int((Double(side) * Double(short) / Double(long) / Double(f)).rounded(.down)) * f)
             let (w, h) = wide ? (side, other) : (other, side)
-            if estimate(width: w, height: h, batch: batch, guidance: guidance, imageToImage: imageToImage).total <= limit { return (w, h) }
+            if estimate(width: w, height: h, batch: batch, guidance: guidance, imageToImage: imageToImage,
+                        releasingWeights: releasingWeights).total <= limit { return (w, h) }
             side -= f
         }
         return nil

@@ -90,7 +90,7 @@ public struct StableDiffusionPipeline: Sendable {
 
     public init(model: StableDiffusionModel) {
         self.model = model
-        promptEncoder = PromptEncoder(tokenizer: model.tokenizer, textEncoder: model.textEncoder)
+        promptEncoder = PromptEncoder(tokenizer: model.tokenizer, textEncoderSource: { [model] in try model.textEncoder() })
     }
 
     public init(folder: URL) throws { self.init(model: try StableDiffusionModel(folder: folder)) }
@@ -115,7 +115,7 @@ public struct StableDiffusionPipeline: Sendable {
         guard r.guidanceRescale.isFinite, r.guidanceRescale >= 0, r.guidanceRescale <= 1 else {
             throw DarkroomError.invalidArgument("guidance rescale \(r.guidanceRescale) must be between 0 and 1")
         }
-        let layers = model.textEncoder.config.numHiddenLayers
+        let layers = model.textEncoderConfig.numHiddenLayers
         guard r.clipSkip >= 1, r.clipSkip <= layers else {
             throw DarkroomError.invalidArgument("clip skip \(r.clipSkip) must be between 1 (no skip) and \(layers), the text encoder's layer count")
         }
@@ -125,7 +125,7 @@ public struct StableDiffusionPipeline: Sendable {
     }
 
     /// Whether classifier-free guidance runs (diffusers: scale > 1 and no LCM guidance embedding).
-    public func usesGuidance(_ scale: Float) -> Bool { scale > 1 && model.unet.config.timeCondProjDim == nil }
+    public func usesGuidance(_ scale: Float) -> Bool { scale > 1 && model.unetConfig.timeCondProjDim == nil }
 
     /// Text embeddings [2, tokens, hidden] for [negative, prompt], or [1, ...] without guidance,
     /// with the request defaults (clip skip 1, prompt mode auto).
@@ -175,7 +175,7 @@ public struct StableDiffusionPipeline: Sendable {
     public func initialLatents(seed: UInt64, width: Int, height: Int) -> (Tensor, TorchGenerator) {
         var g = TorchGenerator(seed: seed)
         let f = model.vaeScaleFactor
-        let latents = g.randn(shape: [1, model.unet.config.inChannels, height / f, width / f])
+        let latents = g.randn(shape: [1, model.unetConfig.inChannels, height / f, width / f])
         return (latents, g)
     }
 
@@ -246,10 +246,11 @@ public struct StableDiffusionPipeline: Sendable {
         let guidance = usesGuidance(requests[0].guidanceScale)
         // Guidance-distilled UNets (time_cond_proj_dim, LCM) take each image's w − 1 as an
         // embedding instead of classifier-free guidance.
-        let condition = model.unet.config.timeCondProjDim.map { d in
+        let condition = model.unetConfig.timeCondProjDim.map { d in
             Tensor.concat(requests.map { LCMScheduler.guidanceScaleEmbedding($0.guidanceScale - 1, dimension: d) })
         }
         let estimator = onStep.map { _ in DenoisedEstimator(config: model.schedulerConfig) }
+        let unet = try model.unet()
         let began = Date()
         var latents = start
         for i in startStep..<steps.count {
@@ -260,7 +261,7 @@ public struct StableDiffusionPipeline: Sendable {
             let scaledEach = (0..<b).map { samplers[$0].scaleModelInput(latents[$0], stepIndex: i) }
             let scaled = b == 1 ? scaledEach[0] : Tensor.concat(scaledEach)
             let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
-            let out = model.unet(input, timestep: steps[i], context: embeddings, condition: condition)
+            let out = unet(input, timestep: steps[i], context: embeddings, condition: condition)
             let per = out.count / (guidance ? 2 * b : b)
             var denoised: [Tensor] = []
             for j in 0..<b {
@@ -360,9 +361,13 @@ public struct StableDiffusionPipeline: Sendable {
     /// Several images with one UNet evaluation per step for all of them (see
     /// `denoise(latents:embeddings:requests:generators:)`): each image equals what
     /// `generate(_:)` makes from its request alone. The requests must be pairwise `canBatch`;
-    /// `seconds` of each result is the batch's time divided by its size.
+    /// `seconds` of each result is the batch's time divided by its size. `releasingWeights` frees
+    /// the text encoder once the prompts are encoded and the UNet before the VAE decode
+    /// (`StableDiffusionModel.releaseTextEncoder()`, `releaseUNet()`): for a run's last images it
+    /// keeps the peak memory down to the UNet's phase without the text encoder and the decoder's
+    /// without the UNet; a later run builds them again from their files.
     public func generate(batch requests: [GenerationRequest], progress: ((GenerationProgress) -> Bool)? = nil,
-                         onStep: ((DenoisingStep) -> Void)? = nil) throws -> [GeneratedImage] {
+                         onStep: ((DenoisingStep) -> Void)? = nil, releasingWeights: Bool = false) throws -> [GeneratedImage] {
         precondition(!requests.isEmpty, "generate(batch:) needs at least one request")
         let began = Date()
         var sizes: [(width: Int, height: Int)] = []
@@ -376,6 +381,7 @@ public struct StableDiffusionPipeline: Sendable {
         }
         let guidance = usesGuidance(requests[0].guidanceScale)
         let embeddings = try encode(requests: requests, guidance: guidance)
+        if releasingWeights { model.releaseTextEncoder() }
         var latents: [Tensor] = []
         var generators: [TorchGenerator] = []
         for (r, size) in zip(requests, sizes) {
@@ -388,6 +394,7 @@ public struct StableDiffusionPipeline: Sendable {
         // The VAE decodes one image at a time: batching it saves little and multiplies its
         // (large) activation memory. The UNet's scratch buffers are released first, so they
         // do not sit under the decoder's peak, and the decoder's after each image.
+        if releasingWeights { model.releaseUNet() }
         releaseScratchMemory()
         let decoded = latents.map { l -> Tensor in
             defer { releaseScratchMemory() }

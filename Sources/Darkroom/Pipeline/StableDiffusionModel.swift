@@ -10,8 +10,8 @@ public final class StableDiffusionModel: Sendable {
     /// A short name for metadata (the folder name, or the file name without extension).
     public let name: String
     public let tokenizer: CLIPTokenizer
-    public let textEncoder: CLIPTextModel
-    public let unet: UNet2DConditionModel
+    public let textEncoderConfig: CLIPTextConfig
+    public let unetConfig: UNetConfig
     public let vaeConfig: VAEConfig
     public let vaeDecoder: VAEDecoder
     public let schedulerConfig: SchedulerConfig
@@ -22,6 +22,12 @@ public final class StableDiffusionModel: Sendable {
     /// Reads the VAE's weights again for the encoder, which only image-to-image needs.
     private let vaeWeightsSource: @Sendable () throws -> Weights
     private let encoderCache = LazyValue<VAEEncoder>()
+    /// Reads the UNet's weights again after `releaseUNet()`.
+    private let unetWeightsSource: @Sendable () throws -> Weights
+    private let unetCache = LazyValue<UNet2DConditionModel>()
+    /// Reads the text encoder's weights again after `releaseTextEncoder()`.
+    private let textWeightsSource: @Sendable () throws -> Weights
+    private let textEncoderCache = LazyValue<CLIPTextModel>()
 
     static let pipelineClasses = [
         "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipelineLegacy",
@@ -45,6 +51,8 @@ public final class StableDiffusionModel: Sendable {
         var checkpoint: CheckpointInfo?
         var warnings: [String] = []
         var vaeWeightsSource: @Sendable () throws -> Weights
+        var unetWeightsSource: @Sendable () throws -> Weights
+        var textWeightsSource: @Sendable () throws -> Weights
     }
 
     /// Loads a diffusers folder. A path to a file is loaded as a single-file checkpoint with
@@ -80,7 +88,9 @@ public final class StableDiffusionModel: Sendable {
             vaeWeights: try Weights.load(componentFolder: sub("vae"), stem: "diffusion_pytorch_model"),
             schedulerConfig: try SchedulerConfig.load(from: sub("scheduler/scheduler_config.json")),
             checkpoint: nil,
-            vaeWeightsSource: { [vae = sub("vae")] in try Weights.load(componentFolder: vae, stem: "diffusion_pytorch_model") }))
+            vaeWeightsSource: { [vae = sub("vae")] in try Weights.load(componentFolder: vae, stem: "diffusion_pytorch_model") },
+            unetWeightsSource: { [unet = sub("unet")] in try Weights.load(componentFolder: unet, stem: "diffusion_pytorch_model") },
+            textWeightsSource: { [text = sub("text_encoder")] in try Weights.load(componentFolder: text, stem: "model") }))
         releaseScratchMemory()   // the widened copies made while packing the weights
     }
 
@@ -105,7 +115,8 @@ public final class StableDiffusionModel: Sendable {
             }
             return try Weights(file: ckpt.file, views: mapped.views, label: component)
         }
-        let unetWeights = try weights("unet", ckpt.unetViews(layersPerBlock: arch.unetLayersPerBlock))
+        let unetViews = ckpt.unetViews(layersPerBlock: arch.unetLayersPerBlock)
+        let unetWeights = try weights("unet", unetViews)
         let vaeViews = ckpt.vaeViews()
         let vaeWeights = try weights("vae", vaeViews)
         let text = ckpt.textEncoderViews()
@@ -137,7 +148,9 @@ public final class StableDiffusionModel: Sendable {
             unetConfig: arch.unet, unetConfigPath: url.path, unetWeights: unetWeights,
             vaeConfig: arch.vae, vaeWeights: vaeWeights,
             schedulerConfig: arch.scheduler, checkpoint: info, warnings: warnings,
-            vaeWeightsSource: { [file = ckpt.file, views = vaeViews.views] in try Weights(file: file, views: views, label: "vae") }))
+            vaeWeightsSource: { [file = ckpt.file, views = vaeViews.views] in try Weights(file: file, views: views, label: "vae") },
+            unetWeightsSource: { [file = ckpt.file, views = unetViews.views] in try Weights(file: file, views: views, label: "unet") },
+            textWeightsSource: { [file = ckpt.file, views = text.views] in try Weights(file: file, views: views, label: "text_encoder") }))
         releaseScratchMemory()   // the widened copies made while packing the weights
     }
 
@@ -145,13 +158,17 @@ public final class StableDiffusionModel: Sendable {
         folder = p.url
         name = p.name
         tokenizer = p.tokenizer
-        textEncoder = try CLIPTextModel(config: p.textConfig, weights: p.textWeights)
-        unet = try UNet2DConditionModel(config: p.unetConfig, weights: p.unetWeights)
+        textEncoderConfig = p.textConfig
+        _ = try textEncoderCache.get { try CLIPTextModel(config: p.textConfig, weights: p.textWeights) }
+        unetConfig = p.unetConfig
+        _ = try unetCache.get { try UNet2DConditionModel(config: p.unetConfig, weights: p.unetWeights) }
         vaeConfig = p.vaeConfig
         vaeDecoder = try VAEDecoder(config: p.vaeConfig, weights: p.vaeWeights)
         schedulerConfig = p.schedulerConfig
         checkpoint = p.checkpoint
         vaeWeightsSource = p.vaeWeightsSource
+        unetWeightsSource = p.unetWeightsSource
+        textWeightsSource = p.textWeightsSource
 
         // Cross-component consistency: these would otherwise fail deep inside a matmul.
         let teConfig = p.textConfig, unetConfig = p.unetConfig
@@ -185,11 +202,33 @@ public final class StableDiffusionModel: Sendable {
         try encoderCache.get { try VAEEncoder(config: vaeConfig, weights: vaeWeightsSource()) }
     }
 
+    /// The text encoder: built at load and kept, so this only fails after
+    /// `releaseTextEncoder()`, when it is built again from its weights (read and checked again,
+    /// as at load). Thread-safe.
+    public func textEncoder() throws -> CLIPTextModel {
+        try textEncoderCache.get { try CLIPTextModel(config: textEncoderConfig, weights: textWeightsSource()) }
+    }
+
+    /// Frees the text encoder's weights (about 0.3 GB for SD 1.5) until the next `textEncoder()`:
+    /// the pipeline does this after encoding a run's last prompts when asked.
+    public func releaseTextEncoder() { textEncoderCache.clear() }
+
+    /// The UNet: built at load and kept, so this only fails after `releaseUNet()`, when it is
+    /// built again from its weights files (read and checked again, as at load). Thread-safe.
+    public func unet() throws -> UNet2DConditionModel {
+        try unetCache.get { try UNet2DConditionModel(config: unetConfig, weights: unetWeightsSource()) }
+    }
+
+    /// Frees the UNet's weights (1.6 GB for SD 1.5 in Float16) until the next `unet()`. The
+    /// pipeline does this before the VAE decode of a run's last images when asked, so the UNet's
+    /// weights and the decoder's full-resolution activations, the two big items, never add up.
+    public func releaseUNet() { unetCache.clear() }
+
     /// Pixels per latent cell (8 for SD).
     public var vaeScaleFactor: Int { vaeConfig.downscaleFactor }
 
     /// The size the UNet was trained at (sample_size × VAE factor), or 512.
-    public var defaultSize: Int { (unet.config.sampleSize ?? 64) * vaeScaleFactor }
+    public var defaultSize: Int { (unetConfig.sampleSize ?? 64) * vaeScaleFactor }
 }
 
 /// A value computed once on first use, safe to share between threads (a failed attempt is not
@@ -205,5 +244,12 @@ final class LazyValue<T: Sendable>: @unchecked Sendable {
         let v = try make()
         value = v
         return v
+    }
+
+    /// Drops the value; the next `get` computes it again.
+    func clear() {
+        lock.lock()
+        value = nil
+        lock.unlock()
     }
 }

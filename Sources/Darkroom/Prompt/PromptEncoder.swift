@@ -26,11 +26,17 @@ public enum PromptMode: String, Sendable, CaseIterable {
 /// clip skip for SD2.)
 public struct PromptEncoder: Sendable {
     public let chunker: PromptChunker
-    public let textEncoder: CLIPTextModel
+    /// The text encoder, fetched for each encoding: a model can free it between runs
+    /// (`StableDiffusionModel.releaseTextEncoder()`) and build it again on the next.
+    public let textEncoderSource: @Sendable () throws -> CLIPTextModel
 
     public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, commaPaddingBacktrack: Int = 20) {
+        self.init(tokenizer: tokenizer, textEncoderSource: { textEncoder }, commaPaddingBacktrack: commaPaddingBacktrack)
+    }
+
+    public init(tokenizer: CLIPTokenizer, textEncoderSource: @escaping @Sendable () throws -> CLIPTextModel, commaPaddingBacktrack: Int = 20) {
         chunker = PromptChunker(tokenizer: tokenizer, commaPaddingBacktrack: commaPaddingBacktrack)
-        self.textEncoder = textEncoder
+        self.textEncoderSource = textEncoderSource
     }
 
     public var tokenizer: CLIPTokenizer { chunker.tokenizer }
@@ -40,7 +46,8 @@ public struct PromptEncoder: Sendable {
     public func encode(_ text: String, clipSkip: Int = 1, mode: PromptMode = .a1111, weighting: Bool = true) throws -> Tensor {
         switch try resolve(mode, texts: [text], weighting: weighting) {
         case .diffusers, .auto:
-            return try textEncoder([tokenizer.encode(text)], skipLayers: try skipLayers(clipSkip))
+            let te = try textEncoderSource()
+            return try te([tokenizer.encode(text)], skipLayers: try skipLayers(clipSkip, te))
         case .a1111:
             return try encodeChunks(try chunker.chunks(text, weighting: weighting).chunks, clipSkip: clipSkip)
         }
@@ -55,7 +62,8 @@ public struct PromptEncoder: Sendable {
                        weighting: Bool = true) throws -> (positive: Tensor, negative: Tensor) {
         switch try resolve(mode, texts: [prompt, negativePrompt], weighting: weighting) {
         case .diffusers, .auto:
-            let both = try textEncoder([tokenizer.encode(prompt), tokenizer.encode(negativePrompt)], skipLayers: try skipLayers(clipSkip))
+            let te = try textEncoderSource()
+            let both = try te([tokenizer.encode(prompt), tokenizer.encode(negativePrompt)], skipLayers: try skipLayers(clipSkip, te))
             return (both.rows(0..<1), both.rows(1..<2))
         case .a1111:
             var positive = try chunker.chunks(prompt, weighting: weighting).chunks
@@ -109,8 +117,8 @@ public struct PromptEncoder: Sendable {
     /// are all 1 is left untouched: A1111's rescale factor is then exactly 1.
     public func encodeChunks(_ chunks: [PromptChunk], clipSkip: Int = 1) throws -> Tensor {
         guard !chunks.isEmpty else { throw DarkroomError.invalidArgument("no prompt chunks to encode") }
-        let skip = try skipLayers(clipSkip)
-        let z = try textEncoder(chunks.map { chunker.inputIDs($0) }, skipLayers: skip)
+        let te = try textEncoderSource()
+        let z = try te(chunks.map { chunker.inputIDs($0) }, skipLayers: try skipLayers(clipSkip, te))
         let seq = z.shape[1], h = z.shape[2]
         for (c, chunk) in chunks.enumerated() where chunk.multipliers.contains(where: { $0 != 1 }) {
             precondition(chunk.multipliers.count == seq, "a chunk has \(chunk.multipliers.count) weights for \(seq) tokens")
@@ -142,7 +150,7 @@ public struct PromptEncoder: Sendable {
     }
 
     /// A1111's clip skip N → layers skipped after the last (N - 1); 1 ... number of layers.
-    func skipLayers(_ clipSkip: Int) throws -> Int {
+    func skipLayers(_ clipSkip: Int, _ textEncoder: CLIPTextModel) throws -> Int {
         let layers = textEncoder.config.numHiddenLayers
         guard clipSkip >= 1, clipSkip <= layers else {
             throw DarkroomError.invalidArgument("clip skip \(clipSkip) must be between 1 (no skip) and \(layers), the text encoder's layer count")

@@ -34,13 +34,27 @@ struct BasicTransformerBlock: Sendable {
         h1.addInPlace(x)
         let h2 = attn2(norm2(h1), context: context)
         h2.addInPlace(h1)
-        let p = ffProj(norm3(h2))
-        let rows = p.count / p.shape[p.shape.count - 1]
-        let dim = x.shape[x.shape.count - 1]
-        let g = Tensor(shape: Array(x.shape.dropLast()) + [dim * 4])
-        geglu(p.data, rows: rows, dim: dim * 4, out: g.data)
-        let out = ffOut(g)
-        out.addInPlace(h2)
+        return feedForward(norm3(h2), residual: h2)
+    }
+
+    /// ff(x) + residual, over blocks of rows. The GEGLU projection (8·dim wide) and its gated
+    /// half (4·dim) are the UNet's largest temporaries (128 MB at 512x512 with guidance if built
+    /// whole); rows are independent, so blocks of about 16 MB give the same numbers.
+    func feedForward(_ x: Tensor, residual: Tensor) -> Tensor {
+        let dim = x.shape[x.shape.count - 1], inner = dim * 4
+        let rows = x.count / dim
+        let block = min(rows, max(64, (16 << 20) / (inner * 2 * 4)))
+        let out = Tensor(shape: x.shape)
+        let p = Tensor(shape: [block, inner * 2]), g = Tensor(shape: [block, inner])
+        for start in stride(from: 0, to: rows, by: block) {
+            let r = min(block, rows - start)
+            sgemm(m: r, n: inner * 2, k: dim, a: x.data + start * dim, lda: dim, b: ffProj.weight, c: p.data, ldc: inner * 2,
+                  epilogue: ffProj.bias.map { GemmEpilogue(columnBias: UnsafePointer($0.data)) })
+            geglu(p.data, rows: r, dim: inner, out: g.data)
+            sgemm(m: r, n: dim, k: inner, a: g.data, lda: inner, b: ffOut.weight, c: out.data + start * dim, ldc: dim,
+                  epilogue: GemmEpilogue(columnBias: ffOut.bias.map { UnsafePointer($0.data) },
+                                         residual: residual.data + start * dim, residualStride: dim))
+        }
         return out
     }
 }
