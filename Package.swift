@@ -12,6 +12,16 @@ let cpuFlags: [String] = []
 let cCPUFlags: [String] = []
 #endif
 
+#if arch(x86_64)
+let avx512CPUFlags: [String] = ["-target-cpu", "skylake-avx512"]
+#else
+let avx512CPUFlags: [String] = []
+#endif
+let avx512: [SwiftSetting] = [
+    .unsafeFlags(avx512CPUFlags),
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
 let optimize: [SwiftSetting] = [
     .unsafeFlags(cpuFlags),
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
@@ -29,7 +39,9 @@ let package = Package(
     targets: [
         // Pure Swift SIMD kernels on flat buffers; no model knowledge.
         // Optimised even in debug builds: the test suite runs real (tiny) models through them.
-        .target(name: "Kernels", swiftSettings: optimize + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Kernels", dependencies: ["KernelsAVX512"], swiftSettings: optimize + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // The AVX-512 GEMM tile, compiled for AVX-512 CPUs; Kernels calls it only on such a CPU.
+        .target(name: "KernelsAVX512", swiftSettings: avx512 + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // libpng behind a small C shim that turns longjmp errors into return codes.
         .target(
             name: "CPNG",

@@ -1,4 +1,5 @@
 import Foundation
+import KernelsAVX512
 
 /// Single-precision matrix multiply, row-major:
 ///   C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C
@@ -196,6 +197,35 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                     let linesPerCall = kc / 8
                     var jr = 0
                     while jr < nc {
+                        if gemmUsesAVX512, jr + 2 * gemmNR <= nc {
+                            // Two full panels: the 16-wide AVX-512 tile, 6x32. Only where it writes
+                            // plain sums (the block buffer, or C without alpha/beta/epilogue);
+                            // elsewhere the AVX2 tiles below handle the pair.
+                            let bp = bPacked + jr * kc
+                            let plain = useBlockBuffer || (alpha == 1 && (beta == 0 || beta == 1) && epilogue == nil)
+                            if plain {
+                                var ir = 0
+                                while ir < mc {
+                                    let mr = min(gemmMR, mc - ir)
+                                    if useBlockBuffer {
+                                        avx512Tile6x32(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, bp + gemmNR * kc,
+                                                       bufC + ir * ldcb + jr, ldcb, accumulate: !first)
+                                    } else if mr == gemmMR {
+                                        avx512Tile6x32(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, bp + gemmNR * kc,
+                                                       c + (ic + ir) * ldc + jc + jr, ldc, accumulate: beta == 1)
+                                    } else {
+                                        let st = TileStore(alpha: alpha, beta: beta)
+                                        for h in 0..<2 {
+                                            runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp + h * gemmNR * kc,
+                                                    c + (ic + ir) * ldc + jc + jr + h * gemmNR, ldc, mr, gemmNR, st, tile)
+                                        }
+                                    }
+                                    ir += gemmMR
+                                }
+                                jr += 2 * gemmNR
+                                continue
+                            }
+                        }
                         let nr = min(gemmNR, nc - jr)
                         let bp = bPacked + jr * kc
                         let j = jc + jr
@@ -290,4 +320,23 @@ func gemmScaleOnly(m: Int, n: Int, beta: Float, c: UnsafeMutablePointer<Float>, 
         }
         for j in 0..<n { st.finishScalar(0, c + i * ldc + j, 0, j) }
     }
+}
+
+/// Whether the GEMM uses its AVX-512 tile: the CPU reports AVX-512F (and the OS saves the zmm
+/// state, which Linux lists in /proc/cpuinfo only when it does) and `DARKROOM_AVX512` is not 0.
+/// Tests switch it to compare both paths.
+nonisolated(unsafe) public var gemmUsesAVX512: Bool = cpuHasAVX512()
+
+func cpuHasAVX512() -> Bool {
+    #if arch(x86_64) && os(Linux)
+    if ProcessInfo.processInfo.environment["DARKROOM_AVX512"] == "0" { return false }
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
+    for line in info.split(separator: "\n") where line.hasPrefix("flags") {
+        let flags = Set(line.split(separator: " "))
+        return flags.contains("avx512f")
+    }
+    return false
+    #else
+    return false
+    #endif
 }

@@ -99,6 +99,27 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// The AVX-512 6x32 tile (run when the CPU has AVX-512) and the AVX2 tiles both match the
+    /// reference on shapes that reach the new tile: pairs of full 16-column panels beside a
+    /// partial one, whole and partial 6-row panels, one k block (C written directly, beta 0 and 1)
+    /// and several (the block buffer), and alpha/beta/epilogue cases that must fall back.
+    func testAVX512AndAVX2TilesBothMatch() {
+        let saved = gemmUsesAVX512
+        defer { gemmUsesAVX512 = saved }
+        var seed: UInt64 = 900
+        for path in saved ? [true, false] : [false] {
+            gemmUsesAVX512 = path
+            for (m, n, k) in [(6, 32, 5), (13, 64, 40), (100, 80, 300), (37, 70, 1000), (12, 96, 17)] {
+                for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (-1.5, 0.5)] {
+                    for t in [0, 2] {
+                        run(Case(m: m, n: n, k: k, transA: false, transB: t != 0, alpha: alpha, beta: beta), threadCounts: [1, 2], seed: seed)
+                        seed += 1
+                    }
+                }
+            }
+        }
+    }
+
     func testStridedOperands() {
         var seed: UInt64 = 100
         for t in 0..<4 {
