@@ -1,4 +1,5 @@
 import Foundation
+import KernelsAVX512
 
 /// Multi-head scaled dot-product attention: out = softmax(scale · Q·Kᵀ [+ causal mask]) · V.
 /// Tokens are rows; heads are interleaved in a row as PyTorch's `view(b, s, heads, d)` lays them:
@@ -76,7 +77,9 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
     let kBlocks = (L + bk - 1) / bk
     // Head dims 16·n + 8 (SD's 40) take their first 24 columns with the 4×24 kernel, which is
     // not load-bound like the 6×8 tail kernel.
-    let wide24 = d % gemmNR == 8 && d >= 24
+    // On an AVX-512 CPU every product runs on the 16-wide tiles instead (panels of 16, in pairs).
+    let wide512 = gemmUsesAVX512
+    let wide24 = !wide512 && d % gemmNR == 8 && d >= 24
     // Scratch layout.
     let kpSize = lPad * d                  // K as B panels (k = d, n = keys)
     let vpSize = kBlocks * bk * dPad       // V as B panels per key block (k = keys, n = d)
@@ -153,12 +156,21 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
                     var jr = 0
                     while jr < nkPad {
                         let bpan = kp + (k0 + jr) * d
+                        let pair = wide512 && jr + 2 * gemmNR <= nkPad
                         var ir = 0
                         while ir < ncPad {
-                            kernel6x16(d, qA + ir * qStride, qStride, 1, bpan, s + ir * bk + jr, bk, scoreStore)
+                            if pair {
+                                avx512Tile6x32(d, qA + ir * qStride, qStride, 1, bpan, bpan + gemmNR * d,
+                                               s + ir * bk + jr, bk, accumulate: false, scale: g.qScale)
+                            } else if wide512 {
+                                avx512Tile6x16(d, qA + ir * qStride, qStride, 1, bpan, s + ir * bk + jr, bk,
+                                               accumulate: false, scale: g.qScale)
+                            } else {
+                                kernel6x16(d, qA + ir * qStride, qStride, 1, bpan, s + ir * bk + jr, bk, scoreStore)
+                            }
                             ir += gemmMR
                         }
-                        jr += gemmNR
+                        jr += pair ? 2 * gemmNR : gemmNR
                     }
                     // Online softmax; P overwrites S in place. Rows up to a multiple of 12 are
                     // written (zeros past nc) so both 6- and 4-row kernels read defined values.
@@ -205,6 +217,22 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
                             ir += 4
                         }
                         jr = 24
+                    }
+                    while wide512 && jr < d {
+                        // Whole 16-column panels: o's row stride dPad covers the zero padding.
+                        let bpan = vpan + jr * packedRows
+                        let pair = jr + 2 * gemmNR <= dPad
+                        var ir = 0
+                        while ir < ncPad {
+                            if pair {
+                                avx512Tile6x32(nk, s + ir * bk, bk, 1, bpan, bpan + gemmNR * packedRows,
+                                               oc + ir * dPad + jr, dPad, accumulate: true)
+                            } else {
+                                avx512Tile6x16(nk, s + ir * bk, bk, 1, bpan, oc + ir * dPad + jr, dPad, accumulate: true)
+                            }
+                            ir += gemmMR
+                        }
+                        jr += pair ? 2 * gemmNR : gemmNR
                     }
                     while jr < d {
                         let bpan = vpan + jr * packedRows

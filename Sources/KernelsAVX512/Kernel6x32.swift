@@ -3,15 +3,17 @@
 // so no AVX-512 instruction leaks into the portable Kernels module, which calls this only after
 // checking the CPU (`gemmUsesAVX512`).
 
-/// C[6×32] = (or +=) A[6×kc] · [B0 | B1], where B0 and B1 are two 16-column packed B panels (kc
-/// rows of 16 floats each) and A is addressed as `a[r·rs + p·ks]`.
+/// C[6×32] = scale · A[6×kc] · [B0 | B1] (or C += A · [B0 | B1] when `accumulate`), where B0 and
+/// B1 are two 16-column packed B panels (kc rows of 16 floats each) and A is addressed as
+/// `a[r·rs + p·ks]`. The k sum runs in order with one FMA per step, as in the AVX2 tiles, so both
+/// give the same bits.
 ///
 /// Twelve 16-wide accumulators (6 rows × 2 halves) plus two B vectors and one broadcast fit in
 /// AVX-512's 32 registers; per k step that is 12 FMAs of 16 lanes, twice the work of the AVX2
 /// 6x16 tile per instruction.
 public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int,
                            _ b0: UnsafePointer<Float>, _ b1: UnsafePointer<Float>,
-                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool) {
+                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
     typealias V = SIMD16<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
@@ -41,8 +43,42 @@ public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
         let row = c + r * ldc
         if accumulate {
             store(row, load(row) + lo); store(row + 16, load(row + 16) + hi)
-        } else {
+        } else if scale == 1 {
             store(row, lo); store(row + 16, hi)
+        } else {
+            store(row, lo * scale); store(row + 16, hi * scale)
+        }
+    }
+}
+
+/// C[6×16] = scale · A[6×kc] · B (or C += A · B), one 16-column packed panel: the odd panel left
+/// after the 6×32 pairs (attention's head widths 40 and 80 give 3 and 5 panels).
+public func avx512Tile6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int,
+                           _ b: UnsafePointer<Float>,
+                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
+    typealias V = SIMD16<Float>
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
+    let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
+    var p = b
+    var off = 0
+    for _ in 0..<kc {
+        let v = load(p)
+        c0 = c0.addingProduct(V(repeating: a0[off]), v)
+        c1 = c1.addingProduct(V(repeating: a1[off]), v)
+        c2 = c2.addingProduct(V(repeating: a2[off]), v)
+        c3 = c3.addingProduct(V(repeating: a3[off]), v)
+        c4 = c4.addingProduct(V(repeating: a4[off]), v)
+        c5 = c5.addingProduct(V(repeating: a5[off]), v)
+        off += ks; p += 16
+    }
+    for (r, v) in [c0, c1, c2, c3, c4, c5].enumerated() {
+        let row = c + r * ldc
+        if accumulate {
+            store(row, load(row) + v)
+        } else {
+            store(row, scale == 1 ? v : v * scale)
         }
     }
 }

@@ -75,6 +75,33 @@ final class AttentionTests: XCTestCase {
         check(batch: 1, heads: 1, lq: 7, lk: 9, d: 512, seed: 12)
     }
 
+    /// On an AVX-512 CPU the products run on the 16-wide tiles; both paths must meet the reference,
+    /// and (each k sum being one in-order FMA chain in either) give the same bits.
+    func testAVX512AndAVX2PathsBothMatch() {
+        let saved = gemmUsesAVX512
+        defer { gemmUsesAVX512 = saved }
+        for path in saved ? [true, false] : [false] {
+            gemmUsesAVX512 = path
+            check(batch: 2, heads: 2, lq: 70, lk: 300, d: 40, seed: 30)     // 3 panels: a pair and one
+            check(batch: 1, heads: 1, lq: 13, lk: 50, d: 80, seed: 31)      // 5 panels
+            check(batch: 1, heads: 2, lq: 20, lk: 33, d: 64, causal: true, seed: 32)
+            check(batch: 1, heads: 1, lq: 9, lk: 17, d: 8, seed: 33)
+        }
+        guard saved else { return }
+        var rng = TestRNG(34)
+        let (lq, lk, d) = (61, 290, 40)
+        let q = rng.array(lq * d, scale: 2), k = rng.array(lk * d, scale: 2), v = rng.array(lk * d)
+        var outs: [[Float]] = []
+        for path in [true, false] {
+            gemmUsesAVX512 = path
+            var out = [Float](repeating: 0, count: lq * d)
+            attention(q: q, qRowStride: d, k: k, kRowStride: d, v: v, vRowStride: d, out: &out, outRowStride: d,
+                      batch: 1, heads: 1, queryLength: lq, keyLength: lk, headDim: d, scale: 0.158)
+            outs.append(out)
+        }
+        XCTAssertEqual(outs[0], outs[1], "AVX-512 and AVX2 attention differ")
+    }
+
     func testLargeScoresStayFinite() {
         // Scores up to ~±400: the running max must keep every exponential in range.
         var q = [Float](repeating: 0, count: 4 * 8), k = q, v = q
