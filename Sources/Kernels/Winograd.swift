@@ -166,6 +166,16 @@ struct WinogradBlocking: Sendable {
     var uFloats: Int
     /// GEMM results M of one row chunk, per worker.
     var mFloats: Int
+    /// U budget when a block has at most `fewTiles` tiles (16×16 latents and smaller). Each U
+    /// value then feeds so few multiply-adds that writing a U of tens of MB to L3 and reading it
+    /// back costs more than the GEMM (SD 1.5 at 512 px: filter transform 1.0 s vs GEMM 0.6 s of
+    /// CPU time in the 1280-channel layers); a chunk that stays in L2 is transformed once, used
+    /// at once, and V (a few MB with so few tiles) is cheap to stream again per chunk. With more
+    /// tiles the larger U wins: KernelBench winograd, per core-second, 2 MB vs 40 MB of U:
+    /// 1280→1280 at 16×16 ×2 93-98 vs 74-82 GFLOP, ×1 57-64 vs 28-32; 640→640 at 32×32 ×2
+    /// 93-110 vs 145-151.
+    var uFloatsFewTiles: Int = 2 * 1024 * 256
+    var fewTiles: Int = 64
     /// Most tiles in a block: more make the M rows per chunk (bounded by mFloats) too few for
     /// the GEMM to reuse its V panels.
     var maxTiles: Int = 512
@@ -178,6 +188,7 @@ struct WinogradBlocking: Sendable {
         return WinogradBlocking(vFloats: env("DARKROOM_WINOGRAD_V_KB", 40 * 1024),
                                 uFloats: env("DARKROOM_WINOGRAD_U_KB", 40 * 1024),
                                 mFloats: env("DARKROOM_WINOGRAD_M_KB", 8 * 1024),
+                                uFloatsFewTiles: env("DARKROOM_WINOGRAD_U_FEW_KB", 2 * 1024),
                                 maxTiles: max(16, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_TILES"] ?? "") ?? 512))
     }
 }
@@ -296,7 +307,8 @@ final class WinogradPlan: @unchecked Sendable {
             let chunks = (total + maxPer - 1) / maxPer
             return (total + chunks - 1) / chunks
         }
-        let uPanels = balanced(maxPanelsPerWorker, max(1, blocking.uFloats / workers / (36 * max(cin, 1) * gemmMR)))
+        let uFloats = tileBlock <= blocking.fewTiles ? min(blocking.uFloats, blocking.uFloatsFewTiles) : blocking.uFloats
+        let uPanels = balanced(maxPanelsPerWorker, max(1, uFloats / workers / (36 * max(cin, 1) * gemmMR)))
         let mPanels = balanced(uPanels, max(1, blocking.mFloats / (36 * ldm * gemmMR)))
         uRows = uPanels * gemmMR
         mRows = mPanels * gemmMR
@@ -428,57 +440,19 @@ final class WinogradPlan: @unchecked Sendable {
     /// column x of the image at buffer column x + padLeft, then splits each row by column phase:
     /// rb[6·rowWidth + r·rowWidth + c·(rowWidth/4) + j] = row r, padded column 4j + c. (Gathering
     /// every 4th column with SIMD lane inserts made LLVM scalarise the whole transform; this
-    /// loop is a plain interleaved access that the loop vectoriser turns into shuffles.)
+    /// loop is a plain interleaved access that the loop vectoriser turns into shuffles.) The
+    /// rows are built whole first so GroupNorm+SiLU runs 8 pixels per vector everywhere: reading
+    /// the image straight into the phases left the edge columns to a scalar path, which at
+    /// 16×16 or 32×32 was most of the row and cost a full vector SiLU per pixel.
     func stageRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
         let q = rowWidth / 4
-        if x.colMap != nil {
-            // Resized input: build the padded rows, then split them.
-            stageLinearRows(plane: plane, ty: ty, into: rb)
-            for r in 0..<6 {
-                let src = UnsafePointer(rb + r * rowWidth)
-                let p0 = rb + 6 * rowWidth + r * rowWidth
-                let p1 = p0 + q, p2 = p0 + 2 * q, p3 = p0 + 3 * q
-                for j in 0..<q {
-                    p0[j] = src[4 * j]; p1[j] = src[4 * j + 1]; p2[j] = src[4 * j + 2]; p3[j] = src[4 * j + 3]
-                }
-            }
-            return
-        }
-        // Split straight from the image: padded column 4j + c is image column 4j + c − padLeft.
-        let width = x.width
-        let jLo = min(q, (padLeft + 3) / 4)                       // first j with 4j − padLeft ≥ 0
-        let jHi = max(jLo, min(q, (width + padLeft - 3 + 3) / 4))  // j < jHi: 4j + 3 − padLeft < width
+        stageLinearRows(plane: plane, ty: ty, into: rb)
         for r in 0..<6 {
+            let src = UnsafePointer(rb + r * rowWidth)
             let p0 = rb + 6 * rowWidth + r * rowWidth
             let p1 = p0 + q, p2 = p0 + 2 * q, p3 = p0 + 3 * q
-            let y = 4 * ty - padTop + r
-            if y < 0 || y >= x.height {
-                p0.update(repeating: 0, count: 4 * q)
-                continue
-            }
-            let src = x.base + (plane * x.srcH + (x.rowMap.map { Int($0[y]) } ?? y)) * x.srcW
-            @inline(__always) func at(_ xx: Int) -> Float { xx >= 0 && xx < width ? x.at(plane, y, xx) : 0 }
-            for j in 0..<jLo {
-                p0[j] = at(4 * j - padLeft); p1[j] = at(4 * j + 1 - padLeft)
-                p2[j] = at(4 * j + 2 - padLeft); p3[j] = at(4 * j + 3 - padLeft)
-            }
-            let s = src - padLeft
-            var j = jLo
-            while j + 8 <= jHi {
-                // 32 columns → 8 of each phase: two rounds of even/odd lane selection.
-                var a = ld8(s + 4 * j), b = ld8(s + 4 * j + 8), c = ld8(s + 4 * j + 16), d = ld8(s + 4 * j + 24)
-                if x.norm != nil {
-                    a = x.normalized(a, plane); b = x.normalized(b, plane)
-                    c = x.normalized(c, plane); d = x.normalized(d, plane)
-                }
-                let e1 = evenLanes(a, b), o1 = oddLanes(a, b), e2 = evenLanes(c, d), o2 = oddLanes(c, d)
-                st8(p0 + j, evenLanes(e1, e2)); st8(p2 + j, oddLanes(e1, e2))
-                st8(p1 + j, evenLanes(o1, o2)); st8(p3 + j, oddLanes(o1, o2))
-                j += 8
-            }
-            for j in j..<q {
-                p0[j] = at(4 * j - padLeft); p1[j] = at(4 * j + 1 - padLeft)
-                p2[j] = at(4 * j + 2 - padLeft); p3[j] = at(4 * j + 3 - padLeft)
+            for j in 0..<q {
+                p0[j] = src[4 * j]; p1[j] = src[4 * j + 1]; p2[j] = src[4 * j + 2]; p3[j] = src[4 * j + 3]
             }
         }
     }
