@@ -38,8 +38,8 @@ public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
         c50 = c50.addingProduct(av, v0); c51 = c51.addingProduct(av, v1)
         off += ks; p0 += 16; p1 += 16
     }
-    let rows = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)]
-    for (r, (lo, hi)) in rows.enumerated() {
+    // Written out row by row: an array of the accumulators here cost a heap allocation per call.
+    @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) {
         let row = c + r * ldc
         if accumulate {
             store(row, load(row) + lo); store(row + 16, load(row + 16) + hi)
@@ -49,6 +49,8 @@ public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
             store(row, lo * scale); store(row + 16, hi * scale)
         }
     }
+    put(0, c00, c01); put(1, c10, c11); put(2, c20, c21)
+    put(3, c30, c31); put(4, c40, c41); put(5, c50, c51)
 }
 
 /// C[6×16] = scale · A[6×kc] · B (or C += A · B), one 16-column packed panel: the odd panel left
@@ -73,7 +75,7 @@ public func avx512Tile6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
         c5 = c5.addingProduct(V(repeating: a5[off]), v)
         off += ks; p += 16
     }
-    for (r, v) in [c0, c1, c2, c3, c4, c5].enumerated() {
+    @inline(__always) func put(_ r: Int, _ v: V) {
         let row = c + r * ldc
         if accumulate {
             store(row, load(row) + v)
@@ -81,4 +83,5 @@ public func avx512Tile6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
             store(row, scale == 1 ? v : v * scale)
         }
     }
+    put(0, c0); put(1, c1); put(2, c2); put(3, c3); put(4, c4); put(5, c5)
 }
