@@ -1,4 +1,5 @@
 import Foundation
+import KernelsAVX512
 
 // Winograd F(4×4, 3×3) convolution for 3×3 stride-1 convolutions.
 //
@@ -352,13 +353,22 @@ final class WinogradPlan: @unchecked Sendable {
                 let run = min(groups - g, (tilesW - tx) / 8)
                 for ci in channels {
                     stageRows(plane: n * cin + ci, ty: ty, into: rb)
-                    for k in 0..<run {
+                    var k = 0
+                    while k < run {
                         // Phase c of staged row r holds padded columns 4j + c: lane l of
                         // d(r, c) is column 4·(tx + l) + c, so every load is contiguous.
                         let base = UnsafePointer(rb + 6 * rowWidth + tx + 8 * k)
                         let q = rowWidth / 4
+                        if gemmUsesAVX512, (g + k) & 1 == 0, k + 1 < run {
+                            // Both halves of a 16-tile panel at once (same bits).
+                            avx512WinogradInput16(base, rowStride: rowWidth, phaseStride: q,
+                                                  vPanel(ci: ci, group: g + k, v: v), vStride: vStride)
+                            k += 2
+                            continue
+                        }
                         transformPatch({ r, c in ld8(base + r * rowWidth + (c & 3) * q + (c >> 2)) },
                                        ci: ci, group: g + k, v: v)
+                        k += 1
                     }
                 }
                 g += run
@@ -389,14 +399,20 @@ final class WinogradPlan: @unchecked Sendable {
         }
     }
 
+    /// Where channel ci of 8-tile group g starts in V[0] (packed B layout: 16-tile panels per k block).
+    @inline(__always)
+    func vPanel(ci: Int, group g: Int, v: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
+        return v + p0 * tileBlock + (ci - p0) * gemmNR + (g >> 1) * gemmNR * kc + (g & 1) * 8
+    }
+
     /// V = Bᵀ·d·B for the 8 tiles of group g (lane = tile; d(r, c) loads row r, column c of
     /// their 6×6 patches), stored for channel ci in the packed B layout of the 36 matrices.
     /// Computed column by column of d·B straight from the loads: staging d·B in memory and
     /// reading it back lost to failed store-to-load forwarding whenever LLVM split a store.
     @inline(__always)
     func transformPatch(_ d: (Int, Int) -> F8, ci: Int, group g: Int, v: UnsafeMutablePointer<Float>) {
-        let kb = ci / kcV, p0 = kb * kcV, kc = min(kcV, cin - p0)
-        let dst = v + p0 * tileBlock + (ci - p0) * gemmNR + (g >> 1) * gemmNR * kc + (g & 1) * 8
+        let dst = vPanel(ci: ci, group: g, v: v)
         @inline(__always) func put(_ j: Int, _ w0: F8, _ w1: F8, _ w2: F8, _ w3: F8, _ w4: F8, _ w5: F8) {
             let o = winogradInputRow(w0, w1, w2, w3, w4, w5)
             st8(dst + j * vStride, o.0)

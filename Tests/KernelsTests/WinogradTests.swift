@@ -171,6 +171,31 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(Array(all[(2 * cout * h * w)...]), run(2..<3))
     }
 
+    /// On an AVX-512 CPU the input transform runs 16 tiles per vector and the GEMMs on the 16-wide
+    /// tile: both paths must meet the reference and give the same bits.
+    func testAVX512AndAVX2PathsBothMatch() {
+        let saved = gemmUsesAVX512
+        defer { gemmUsesAVX512 = saved }
+        let shapes = [pad1(cin: 9, h: 8, w: 64, cout: 17), pad1(batch: 2, cin: 5, h: 9, w: 62, cout: 7),
+                      pad1(cin: 20, h: 16, w: 16, cout: 40)]
+        var outs: [[Float]] = []
+        for path in saved ? [true, false] : [false] {
+            gemmUsesAVX512 = path
+            for (i, sh) in shapes.enumerated() { check(sh, residual: i == 1, seed: 60 + UInt64(i)) }
+            var rng = TestRNG(64)
+            let (cin, cout, h, w) = (7, 33, 12, 70)
+            let x = rng.array(2 * cin * h * w), wt = rng.array(cout * cin * 9)
+            var y = [Float](repeating: 0, count: 2 * cout * h * w)
+            x.withUnsafeBufferPointer { xp in wt.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+                conv2d(input: xp.baseAddress!, batch: 2, inChannels: cin, height: h, width: w, weight: wp.baseAddress!,
+                       bias: nil, outChannels: cout, kernelH: 3, kernelW: 3,
+                       padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: yp.baseAddress!)
+            } } }
+            outs.append(y)
+        }
+        if outs.count == 2 { XCTAssertEqual(outs[0], outs[1], "AVX-512 and AVX2 Winograd differ") }
+    }
+
     func testErrorScale() {
         // Larger sums, closer to the model's layers: the relative error must not grow with k.
         let e1 = check(pad1(cin: 64, h: 16, w: 16, cout: 16), seed: 27)
