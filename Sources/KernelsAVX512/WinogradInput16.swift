@@ -1,7 +1,8 @@
 // Winograd F(4×4, 3×3) input transform for 16 tiles at once (SIMD16 lanes = tiles), the AVX-512
 // twin of `WinogradPlan.transformPatch` in Kernels. Same operations in the same order lane by
 // lane, so V is bit-identical to the 8-lane version; one 16-lane store fills a whole 64-byte
-// line of V's 16-tile panel instead of two halves.
+// line of V's 16-tile panel instead of two halves. (A 16-lane output transform was tried too:
+// no measurable change, its time goes to interleaving the pixels and adding the residual.)
 
 /// V = Bᵀ·d·B for 16 horizontally adjacent tiles of one channel. Tile l's patch value at row r,
 /// column c is `src[r·rowStride + (c & 3)·phaseStride + (c >> 2) + l]` (the phase-split staged
