@@ -345,6 +345,7 @@ final class WinogradPlan: @unchecked Sendable {
         // Groups of 8 tiles inside one tile row are transformed from staged rows, a run of them
         // per channel: a channel's stores then touch only that run's panels (36 matrices × a few
         // pages), not the whole block's, which keeps the TLB working set small.
+        let wide = gemmUsesAVX512
         var g = 0
         while g < groups {
             let t0 = start + g * 8
@@ -359,7 +360,7 @@ final class WinogradPlan: @unchecked Sendable {
                         // d(r, c) is column 4·(tx + l) + c, so every load is contiguous.
                         let base = UnsafePointer(rb + 6 * rowWidth + tx + 8 * k)
                         let q = rowWidth / 4
-                        if gemmUsesAVX512, (g + k) & 1 == 0, k + 1 < run {
+                        if wide, (g + k) & 1 == 0, k + 1 < run {
                             // Both halves of a 16-tile panel at once (same bits).
                             avx512WinogradInput16(base, rowStride: rowWidth, phaseStride: q,
                                                   vPanel(ci: ci, group: g + k, v: v), vStride: vStride)
@@ -462,7 +463,7 @@ final class WinogradPlan: @unchecked Sendable {
     /// 16×16 or 32×32 was most of the row and cost a full vector SiLU per pixel.
     func stageRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
         let q = rowWidth / 4
-        stageLinearRows(plane: plane, ty: ty, into: rb)
+        stagePaddedRows(plane: plane, ty: ty, into: rb)
         for r in 0..<6 {
             let src = UnsafePointer(rb + r * rowWidth)
             let p0 = rb + 6 * rowWidth + r * rowWidth
@@ -473,7 +474,9 @@ final class WinogradPlan: @unchecked Sendable {
         }
     }
 
-    func stageLinearRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
+    /// The 6 input rows of tile row ty, zero-padded: rb[r·rowWidth + padLeft + x] = logical pixel
+    /// x (resized and normalised as `x` says), zeros outside the image.
+    func stagePaddedRows(plane: Int, ty: Int, into rb: UnsafeMutablePointer<Float>) {
         for r in 0..<6 {
             let row = rb + r * rowWidth
             let y = 4 * ty - padTop + r
@@ -803,16 +806,6 @@ final class WinogradPlan: @unchecked Sendable {
             FileHandle.standardError.write(line.data(using: .utf8)!)
         }
     }
-}
-
-/// Lanes 0, 2, 4, 6 of a then of b (one shufflevector; vshufps + vpermpd on AVX2).
-@inline(__always) func evenLanes(_ a: F8, _ b: F8) -> F8 {
-    F8(lowHalf: a.evenHalf, highHalf: b.evenHalf)
-}
-
-/// Lanes 1, 3, 5, 7 of a then of b.
-@inline(__always) func oddLanes(_ a: F8, _ b: F8) -> F8 {
-    F8(lowHalf: a.oddHalf, highHalf: b.oddHalf)
 }
 
 /// The stride between the 36 matrices of V, U or M: at least n floats, an odd number of cache
