@@ -11,6 +11,7 @@
 // Environment: DARKROOM_GEMM_MC / _KC / _NC override the GEMM cache blocking (for tuning).
 import Foundation
 import Kernels
+import KernelsAVX512
 
 #if canImport(Glibc)
 import Glibc
@@ -115,6 +116,37 @@ func benchPeak() {
 final class SinkBox: @unchecked Sendable {
     var v = [Float](repeating: 0, count: 64)
     func store(_ i: Int, _ x: Float) { v[i % 64] = x }
+}
+
+/// The AVX-512 GEMM tile alone, its operands in L1 (kc 256: one 6x256 A panel, a 256x32 B pair),
+/// against the 16-lane FMA ceiling: how much of the core the tile can use before memory matters.
+func benchTile() {
+    guard gemmUsesAVX512 else { print("tile: no AVX-512 on this CPU"); return }
+    header("AVX-512 tile 6x32 (operands in L1) vs 16-lane FMA peak, 1 thread")
+    let iters = 20_000_000
+    var sink: Float = 0
+    let tp = measure { sink += avx512FMAPeak(iters, sink) }
+    report("FMA peak, 24 chains x 16 lanes", work: Double(iters) * 24 * 16 * 2, tp)
+    let kc = Int(ProcessInfo.processInfo.environment["TILE_KC"] ?? "") ?? 256, calls = 20_000 * 256 / kc
+    // 64-byte aligned, as the GEMM's packed panels are (a 16-float load then never splits a line).
+    func buffer(_ n: Int) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64).bindMemory(to: Float.self, capacity: n)
+    }
+    let a = buffer(6 * kc), b = buffer(32 * kc), c = buffer(6 * 48)
+    for i in 0..<(6 * kc) { a[i] = Float(i % 7) * 0.01 }
+    for i in 0..<(32 * kc) { b[i] = Float(i % 5) * 0.01 }
+    let tt = measure {
+        for _ in 0..<calls { avx512Tile6x32(kc, a, 1, 6, b, b + 16 * kc, c, 48, accumulate: true) }
+    }
+    report("tile 6x32, kc 256, packed A (rs 1, ks 6)", work: Double(calls) * 6 * 32 * Double(kc) * 2, tt)
+    let a2 = buffer(6 * kc)
+    a2.update(from: a, count: 6 * kc)
+    let c2 = buffer(12 * 48)
+    let t12 = measure {
+        for _ in 0..<calls { avx512Tile12x32(kc, a, a2, 1, 6, b, b + 16 * kc, c2, 48, accumulate: true) }
+    }
+    report("tile 12x32, kc 256, two packed A panels", work: Double(calls) * 12 * 32 * Double(kc) * 2, t12)
+    if sink == 42 || c[0] == 42 { print(sink) }
 }
 
 // MARK: - GEMM
@@ -431,6 +463,7 @@ if args.contains("torch-script") {
 func wants(_ g: String) -> Bool { args.isEmpty || args.contains(g) }
 print("KernelBench: threads \(Threads.count)")
 if wants("peak") { benchPeak() }
+if wants("tile") { benchTile() }
 if wants("gemm") { benchGemm(threads: Threads.count) }
 if wants("gemm1") { benchGemm(threads: 1) }
 if wants("packed") { benchPacked() }

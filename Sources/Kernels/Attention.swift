@@ -159,6 +159,12 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
                         let pair = wide512 && jr + 2 * gemmNR <= nkPad
                         var ir = 0
                         while ir < ncPad {
+                            if pair && ir + 2 * gemmMR <= ncPad {
+                                avx512Tile12x32(d, qA + ir * qStride, qA + (ir + gemmMR) * qStride, qStride, 1, bpan, bpan + gemmNR * d,
+                                                s + ir * bk + jr, bk, accumulate: false, scale: g.qScale)
+                                ir += 2 * gemmMR
+                                continue
+                            }
                             if pair {
                                 avx512Tile6x32(d, qA + ir * qStride, qStride, 1, bpan, bpan + gemmNR * d,
                                                s + ir * bk + jr, bk, accumulate: false, scale: g.qScale)
@@ -224,6 +230,12 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
                         let pair = jr + 2 * gemmNR <= dPad
                         var ir = 0
                         while ir < ncPad {
+                            if pair && ir + 2 * gemmMR <= ncPad {
+                                avx512Tile12x32(nk, s + ir * bk, s + (ir + gemmMR) * bk, bk, 1, bpan, bpan + gemmNR * packedRows,
+                                                oc + ir * dPad + jr, dPad, accumulate: true)
+                                ir += 2 * gemmMR
+                                continue
+                            }
                             if pair {
                                 avx512Tile6x32(nk, s + ir * bk, bk, 1, bpan, bpan + gemmNR * packedRows,
                                                oc + ir * dPad + jr, dPad, accumulate: true)

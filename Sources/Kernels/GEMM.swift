@@ -207,6 +207,15 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                                 var ir = 0
                                 while ir < mc {
                                     let mr = min(gemmMR, mc - ir)
+                                    if ir + 2 * gemmMR <= mc {
+                                        // Twelve whole rows: two A panels against the pair, 24 accumulators.
+                                        let (dst, ld, acc) = useBlockBuffer ? (bufC + ir * ldcb + jr, ldcb, !first)
+                                                                            : (c + (ic + ir) * ldc + jc + jr, ldc, beta == 1)
+                                        avx512Tile12x32(kc, aPanels.panel(ir), aPanels.panel(ir + gemmMR), aPanels.rs, aPanels.ks,
+                                                        bp, bp + gemmNR * kc, dst, ld, accumulate: acc)
+                                        ir += 2 * gemmMR
+                                        continue
+                                    }
                                     if useBlockBuffer {
                                         avx512Tile6x32(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, bp + gemmNR * kc,
                                                        bufC + ir * ldcb + jr, ldcb, accumulate: !first)
