@@ -48,6 +48,34 @@ final class ModelParityTests: XCTestCase {
         }
     }
 
+    /// The UNet reuses freed activations' storage within a call (ActivationPool). With every size
+    /// pooled and reused storage filled with NaN, an op that read memory it had not written would
+    /// turn the output into NaN; the output must instead be bit-identical to a run without reuse
+    /// (and so still match diffusers, checked above).
+    func testUNetWithReusedActivationsIsBitIdentical() throws {
+        let pool = ActivationPool.shared
+        let (savedMinimum, savedLimit) = (pool.minimumBytes, pool.limitBytes)
+        defer { pool.minimumBytes = savedMinimum; pool.limitBytes = savedLimit; pool.poisonReused = false }
+        for name in Self.models {
+            let folder = TestPaths.model(name)
+            let config = try UNetConfig.load(folder.appendingPathComponent("unet/config.json"))
+            let weights = try Weights.load(componentFolder: folder.appendingPathComponent("unet"), stem: "diffusion_pytorch_model")
+            let unet = try UNet2DConditionModel(config: config, weights: weights)
+            let g = try Golden(name, "unet.safetensors")
+            let (sample, t, ctx) = (try g.tensor("sample"), try g.tensor("timestep")[0], try g.tensor("encoder_hidden_states"))
+            pool.limitBytes = 0
+            let fresh = unet(sample, timestep: t, context: ctx)
+            pool.minimumBytes = 1
+            pool.limitBytes = 1 << 30
+            pool.poisonReused = true
+            let before = pool.reuses
+            let pooled = unet(sample, timestep: t, context: ctx)
+            XCTAssertGreaterThan(pool.reuses - before, 10, "\(name): activations were reused")
+            XCTAssertEqual(pooled.shape, fresh.shape)
+            XCTAssertTrue((0..<fresh.count).allSatisfy { pooled[$0].bitPattern == fresh[$0].bitPattern }, "\(name): reuse changed the output")
+        }
+    }
+
     func testVAEDecoderMatchesDiffusers() throws {
         for name in Self.models {
             let folder = TestPaths.model(name)

@@ -13,11 +13,17 @@ public final class Tensor: @unchecked Sendable {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.count = shape.reduce(1, *)
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-        self.data = raw.bindMemory(to: Float.self, capacity: max(1, count))
+        let bytes = max(1, count) * 4
+        let storage = ActivationPool.shared.take(bytes) ?? UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        self.data = storage.bindMemory(to: Float.self, capacity: max(1, count))
     }
 
-    deinit { data.deallocate() }
+    deinit {
+        let bytes = max(1, count) * 4
+        if !ActivationPool.shared.give(UnsafeMutableRawPointer(data), bytes) {
+            data.deallocate()
+        }
+    }
 
     public static func zeros(_ shape: [Int]) -> Tensor {
         let t = Tensor(shape: shape)

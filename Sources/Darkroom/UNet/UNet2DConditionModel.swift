@@ -166,6 +166,14 @@ public struct UNet2DConditionModel: Sendable {
     /// when the model has `time_cond_proj_dim`. `observe` sees named intermediate outputs.
     public func callAsFunction(_ sample: Tensor, timestep: Float, context: Tensor, condition: Tensor? = nil,
                                observe: ((String, Tensor) -> Void)? = nil) -> Tensor {
+        // Freed activations are reused for the next one of the same size during the call.
+        ActivationPool.shared.withReuse {
+            forward(sample, timestep: timestep, context: context, condition: condition, observe: observe)
+        }
+    }
+
+    private func forward(_ sample: Tensor, timestep: Float, context: Tensor, condition: Tensor?,
+                         observe: ((String, Tensor) -> Void)?) -> Tensor {
         let batch = sample.shape[0]
         var tfeat = timestepFeatures(timestep, batch: batch)
         if let proj = timeCondProj, let cond = condition { tfeat = tfeat + proj(cond) }
