@@ -223,8 +223,13 @@ def cmd_unet(a):
 
     te.train()
     unet.train()
+    start = step
     while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60:
         lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        if a.rewarm:
+            # A resumed run whose lr had decayed climbs back to --lr over --rewarm steps (a restart
+            # of the schedule for more training), so the jump does not throw the weights around.
+            lr *= min(1.0, (step - start + 1) / a.rewarm)
         if a.decay_from and step >= a.decay_from:
             # A falling lr at the end lets the weights settle (the EMA alone averages a noisy walk).
             lr *= 1.0 - 0.9 * min(1.0, (step - a.decay_from) / max(1, a.steps - a.decay_from))
@@ -304,6 +309,7 @@ def main():
     u.add_argument("--lr", type=float, default=3e-4)
     u.add_argument("--warmup", type=int, default=300)
     u.add_argument("--decay-from", type=int, default=0, help="from this step, lr falls linearly to 10%% at --steps (0: constant)")
+    u.add_argument("--rewarm", type=int, default=0, help="with --resume: ramp lr up again over this many steps from the resumed step")
     u.add_argument("--drop", type=float, default=0.1, help="caption dropout (empty caption)")
     u.add_argument("--ema", type=float, default=0.999)
     u.add_argument("--min-snr", type=float, default=5.0)
