@@ -207,3 +207,19 @@ def set_rng_state(st, gen):
     np.random.set_state(st["numpy"])
     random.setstate(st["python"])
     gen.set_state(st["gen"])
+
+
+STOP = False
+
+
+def stop_on_sigterm():
+    """`kill PID` (SIGTERM) ends a training loop after its current step with a checkpoint,
+    instead of losing the work since the last periodic one."""
+    import signal
+
+    def handler(signum, frame):
+        global STOP
+        STOP = True
+        print("SIGTERM: stopping after this step", flush=True)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -29,6 +29,7 @@ import common as C  # noqa: E402
 
 
 def main():
+    C.stop_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(C.WORK, "dataset-64"))
     ap.add_argument("--steps", type=int, default=600)
@@ -67,7 +68,7 @@ def main():
         ck.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                  "spent": spent + time.process_time() - c0, "rng": C.rng_state(gen)})
 
-    while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60:
+    while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60 and not C.STOP:
         lr = a.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
         for g in opt.param_groups:
             g["lr"] = lr

@@ -50,7 +50,7 @@ def cmd_vae(a):
         ck.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                  "spent": spent + time.process_time() - c0, "rng": C.rng_state(gen)})
 
-    while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60:
+    while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60 and not C.STOP:
         lr = a.lr * min(1.0, (step + 1) / 200) * (0.5 * (1 + math.cos(math.pi * step / a.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -224,7 +224,7 @@ def cmd_unet(a):
     te.train()
     unet.train()
     start = step
-    while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60:
+    while step < a.steps and (spent + time.process_time() - c0) < a.minutes * 60 and not C.STOP:
         lr = a.lr * min(1.0, (step + 1) / a.warmup)
         if a.rewarm:
             # A resumed run whose lr had decayed climbs back to --lr over --rewarm steps (a restart
@@ -282,6 +282,7 @@ def cmd_unet(a):
 
 
 def main():
+    C.stop_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(C.WORK, "dataset-64"))
     ap.add_argument("--seed", type=int, default=1234)
