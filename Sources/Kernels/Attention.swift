@@ -48,7 +48,11 @@ public func attention(
     if workers <= 1 {
         run(0..<items)
     } else {
-        parallelFor(items, minChunk: max(1, items / workers)) { range in run(range) }
+        // A few chunks per worker, claimed as workers free up (`parallelChunks`); whole heads
+        // when there are enough of them, since a chunk packs K and V once per head it touches.
+        let headCount = batch * heads
+        let chunks = headCount >= 2 * workers ? headCount : min(items, 4 * workers)
+        parallelChunks(chunks, workers: workers) { c in run(items * c / chunks..<items * (c + 1) / chunks) }
     }
 }
 

@@ -101,10 +101,10 @@ func balancedBlock(_ len: Int, _ maxBlock: Int, _ unit: Int) -> Int {
 
 // MARK: - Driver
 
-/// Splits C into one rectangle per worker (along N when n ≥ m, else along M, in whole tiles) and
-/// runs an independent blocked GEMM on each. Each worker packs its own operand blocks, so there is
-/// no synchronisation inside the product; the duplicated packing of the shared operand costs
-/// O(1/len) of the arithmetic.
+/// Splits C into rectangles (along N when n ≥ m, else along M, in whole tile pairs), a few per
+/// worker, and runs an independent blocked GEMM on each. Each rectangle packs its own operand
+/// blocks, so there is no synchronisation inside the product; the duplicated packing of the
+/// shared operand costs O(1/len) of the arithmetic.
 @usableFromInline
 func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
     _ pa: PA, _ pb: PB, m: Int, n: Int, k: Int, alpha: Float, beta: Float,
@@ -126,21 +126,22 @@ func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
         gemmWorker(pa, pb, rows: 0..<m, cols: 0..<n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
         return
     }
+    // Several rectangles per worker, claimed as workers free up (see `parallelChunks`), in whole
+    // tile pairs (12 rows or 32 columns) so the AVX-512 12x32 tile covers them.
+    let unitM = 2 * gemmMR, unitN = 2 * gemmNR
+    let units = splitN ? (n + unitN - 1) / unitN : (m + unitM - 1) / unitM
+    let chunks = min(units, workers * 4)
     let box = UncheckedBox((pa, pb, c))
-    parallelFor(workers) { range in
+    parallelChunks(chunks, workers: workers) { w in
         let (pa, pb, c) = box.value
-        for w in range {
-            var rows = 0..<m, cols = 0..<n
-            if splitN {
-                let lo = nTiles * w / workers * gemmNR, hi = min(n, nTiles * (w + 1) / workers * gemmNR)
-                cols = lo..<hi
-            } else {
-                let lo = mTiles * w / workers * gemmMR, hi = min(m, mTiles * (w + 1) / workers * gemmMR)
-                rows = lo..<hi
-            }
-            if rows.isEmpty || cols.isEmpty { continue }
-            gemmWorker(pa, pb, rows: rows, cols: cols, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
+        var rows = 0..<m, cols = 0..<n
+        if splitN {
+            cols = min(n, units * w / chunks * unitN)..<min(n, units * (w + 1) / chunks * unitN)
+        } else {
+            rows = min(m, units * w / chunks * unitM)..<min(m, units * (w + 1) / chunks * unitM)
         }
+        if rows.isEmpty || cols.isEmpty { return }
+        gemmWorker(pa, pb, rows: rows, cols: cols, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue)
     }
 }
 

@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 /// A pointer that may cross into `concurrentPerform` closures. The caller guarantees that
 /// concurrent workers touch disjoint elements.
@@ -43,6 +44,28 @@ public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Voi
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             let lo = n * w / workers, hi = n * (w + 1) / workers
             if lo < hi { box.value(lo..<hi) }
+        }
+    }
+}
+
+/// Runs `body(i)` for every chunk i in 0..<n on `workers` threads, each taking the next
+/// unclaimed chunk when it finishes one. On a shared machine one core is often slowed by other
+/// work; with a fixed split the fast core would then wait for the slow one at every call.
+@inlinable
+public func parallelChunks(_ n: Int, workers: Int, _ body: (Int) -> Void) {
+    if workers <= 1 || n <= 1 {
+        for i in 0..<n { body(i) }
+        return
+    }
+    let next = Atomic<Int>(0)
+    withoutActuallyEscaping(body) { body in
+        let box = UncheckedBox(body)
+        DispatchQueue.concurrentPerform(iterations: min(workers, n)) { _ in
+            while true {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                if i >= n { break }
+                box.value(i)
+            }
         }
     }
 }

@@ -124,7 +124,10 @@ public struct ModelMemoryProfile: Sendable {
         let lh = max(1, height / f), lw = max(1, width / f)
         let rows = max(1, batch) * (guidance ? 2 : 1)
         let load = largestTensorBytes * 2  // the Float32 copy and the mapped pages it was read from
-        let unetPeak = rows * unetFloats(lh, lw) * 4
+        let unetWorkingSet = rows * unetFloats(lh, lw) * 4
+        // Plus the freed activations a UNet call keeps for reuse (at most the pool's limit, and
+        // never more than the call allocates).
+        let unetPeak = unetWorkingSet + min(ActivationPool.shared.limitBytes, unetWorkingSet)
         let decoderPeak = decoderFloats(lh, lw) * 4 + width * height * 3 * 4 * 3  // + decoded, clamped and 8-bit copies
         let weights = weightBytes + (imageToImage ? encoderWeightBytes : 0)
         let releasing = releasingWeights && !imageToImage  // (image-to-image keeps its modules)
