@@ -59,7 +59,7 @@ let package = Package(
         // Per-component timings on a model folder (Tools/bench/compare.py runs it beside PyTorch).
         .executableTarget(name: "DarkroomBench", dependencies: ["Darkroom"], path: "Benchmarks/DarkroomBench", swiftSettings: optimize),
         .executableTarget(name: "KernelBench", dependencies: ["Kernels", "KernelsAVX512"], path: "Benchmarks/KernelBench", swiftSettings: optimize),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: optimize),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "KernelsAVX512"], swiftSettings: optimize),
         .testTarget(
             name: "DarkroomTests",
             dependencies: ["Darkroom", "DarkroomCLI"],

@@ -201,10 +201,10 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
                         // Masked and padding columns become −inf so the row is processed in
                         // whole vectors (their exponentials, ≤ 2^-126, are then zeroed for P·V).
                         if limit < nkPad { (row + limit).update(repeating: -.infinity, count: nkPad - limit) }
-                        let mBlock = maxOf(row, nkPad)
+                        let mBlock = wide512 ? avx512MaxOf(row, nkPad) : maxOf(row, nkPad)
                         let mOld = rowMax[qi]
                         let mNew = max(mOld, mBlock)
-                        let sum = exp2Shifted(row, nkPad, mNew)
+                        let sum = wide512 ? avx512Exp2Shifted(row, nkPad, mNew) : exp2Shifted(row, nkPad, mNew)
                         if limit < nk { (row + limit).update(repeating: 0, count: nk - limit) }
                         if mOld != mNew {
                             let corr = mOld == -.infinity ? 0 : vexp2NonPositive(F8(repeating: mOld - mNew))[0]
@@ -325,7 +325,9 @@ func exp2Shifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Floa
         for l in 0..<(n - j) { x[j + l] = e[l] }
         s1 += e
     }
-    return (s0 + s1).sum()
+    // Added up by hand in a fixed order, which the AVX-512 twin (avx512Exp2Shifted) repeats.
+    let v = s0 + s1
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
 }
 
 @inline(never)

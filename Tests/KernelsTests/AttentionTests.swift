@@ -1,5 +1,6 @@
 import XCTest
 @testable import Kernels
+import KernelsAVX512
 
 /// attention against a naive softmax(QKᵀ·scale)·V in Double.
 /// Tolerance: 2e-5 relative to Σ_j p_j·|v_j| per output element (the magnitude of the weighted sum).
@@ -100,6 +101,24 @@ final class AttentionTests: XCTestCase {
             outs.append(out)
         }
         XCTAssertEqual(outs[0], outs[1], "AVX-512 and AVX2 attention differ")
+    }
+
+    /// The softmax row helpers' AVX-512 twins give the same bits for every length (whole
+    /// 16-lane vectors, an 8-lane step, and short tails), values and sums.
+    func testAVX512SoftmaxRowHelpersMatch() throws {
+        guard gemmUsesAVX512 else { throw XCTSkip("no AVX-512 on this CPU") }
+        var rng = TestRNG(35)
+        for n in [0, 1, 5, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 40, 48, 57, 256] {
+            var x = (0..<n).map { _ in rng.next() * 30 - 25 }
+            if n > 3 { x[2] = -.infinity; x[3] = -200 }            // masked, and below the 2^-126 clamp
+            let m = x.max() ?? 0
+            XCTAssertEqual(avx512MaxOf(x, n).bitPattern, maxOf(x, n).bitPattern, "max, n \(n)")
+            var a = x, b = x
+            let sa = exp2Shifted(&a, n, m), sb = avx512Exp2Shifted(&b, n, m)
+            XCTAssertEqual(sa.bitPattern, sb.bitPattern, "sum, n \(n)")
+            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "values, n \(n)")
+            if n > 0 { XCTAssertEqual(Double(sa), a.reduce(0.0) { $0 + Double($1) }, accuracy: 1e-5 * Double(sa), "n \(n)") }
+        }
     }
 
     func testLargeScoresStayFinite() {
