@@ -4,7 +4,8 @@
 //   swift run -c release KernelBench peak gemm       # selected groups
 //   swift run -c release KernelBench winograd threads=1
 //   swift run -c release KernelBench torch-script    # prints the PyTorch twin of this benchmark
-// Groups: peak, gemm, gemm1 (single-thread GEMM), packed, conv, winograd (im2col vs Winograd),
+// Groups: peak, tile (AVX-512 tiles with operands in L1 vs the 16-lane FMA peak; TILE_KC sets
+// their k), gemm, gemm1 (single-thread GEMM), packed, conv, winograd (im2col vs Winograd),
 // attention, norm, eltwise.
 // Rates are min / median / max over the runs (wall clock), plus the median per CPU-second of
 // our threads ("per core-s"), which discounts time other jobs on this shared machine took.

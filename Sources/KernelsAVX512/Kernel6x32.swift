@@ -16,7 +16,6 @@ public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
     typealias V = SIMD16<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
     var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
     let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
@@ -39,16 +38,7 @@ public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
         off += ks; p0 += 16; p1 += 16
     }
     // Written out row by row: an array of the accumulators here cost a heap allocation per call.
-    @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) {
-        let row = c + r * ldc
-        if accumulate {
-            store(row, load(row) + lo); store(row + 16, load(row + 16) + hi)
-        } else if scale == 1 {
-            store(row, lo); store(row + 16, hi)
-        } else {
-            store(row, lo * scale); store(row + 16, hi * scale)
-        }
-    }
+    @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) { storeRow32(c + r * ldc, lo, hi, accumulate, scale) }
     put(0, c00, c01); put(1, c10, c11); put(2, c20, c21)
     put(3, c30, c31); put(4, c40, c41); put(5, c50, c51)
 }
@@ -96,7 +86,6 @@ public func avx512Tile12x32(_ kc: Int, _ top: UnsafePointer<Float>, _ bottom: Un
                             _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
     typealias V = SIMD16<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
     var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
     var c60 = V(), c61 = V(), c70 = V(), c71 = V(), c80 = V(), c81 = V()
@@ -136,17 +125,24 @@ public func avx512Tile12x32(_ kc: Int, _ top: UnsafePointer<Float>, _ bottom: Un
         cb0 = cb0.addingProduct(av, v0); cb1 = cb1.addingProduct(av, v1)
         t0 += ks; t3 += ks; u0 += ks; u3 += ks; p0 += 16
     }
-    @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) {
-        let row = c + r * ldc
-        if accumulate {
-            store(row, load(row) + lo); store(row + 16, load(row + 16) + hi)
-        } else if scale == 1 {
-            store(row, lo); store(row + 16, hi)
-        } else {
-            store(row, lo * scale); store(row + 16, hi * scale)
-        }
-    }
+    @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) { storeRow32(c + r * ldc, lo, hi, accumulate, scale) }
     put(0, c00, c01); put(1, c10, c11); put(2, c20, c21); put(3, c30, c31)
     put(4, c40, c41); put(5, c50, c51); put(6, c60, c61); put(7, c70, c71)
     put(8, c80, c81); put(9, c90, c91); put(10, ca0, ca1); put(11, cb0, cb1)
+}
+
+/// One 32-float row of a tile into C: added to it, or stored (scaled when scale ≠ 1).
+@inline(__always)
+private func storeRow32(_ row: UnsafeMutablePointer<Float>, _ lo: SIMD16<Float>, _ hi: SIMD16<Float>,
+                        _ accumulate: Bool, _ scale: Float) {
+    typealias V = SIMD16<Float>
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    if accumulate {
+        store(row, load(row) + lo); store(row + 16, load(row + 16) + hi)
+    } else if scale == 1 {
+        store(row, lo); store(row + 16, hi)
+    } else {
+        store(row, lo * scale); store(row + 16, hi * scale)
+    }
 }
