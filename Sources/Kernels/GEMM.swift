@@ -208,26 +208,25 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                                 var ir = 0
                                 while ir < mc {
                                     let mr = min(gemmMR, mc - ir)
+                                    // Plain sums go to the block buffer (its padding absorbs short
+                                    // rows) or straight to C.
+                                    let (dst, ld, acc) = useBlockBuffer ? (bufC + ir * ldcb + jr, ldcb, !first)
+                                                                        : (c + (ic + ir) * ldc + jc + jr, ldc, beta == 1)
                                     if ir + 2 * gemmMR <= mc {
                                         // Twelve whole rows: two A panels against the pair, 24 accumulators.
-                                        let (dst, ld, acc) = useBlockBuffer ? (bufC + ir * ldcb + jr, ldcb, !first)
-                                                                            : (c + (ic + ir) * ldc + jc + jr, ldc, beta == 1)
                                         avx512Tile12x32(kc, aPanels.panel(ir), aPanels.panel(ir + gemmMR), aPanels.rs, aPanels.ks,
                                                         bp, bp + gemmNR * kc, dst, ld, accumulate: acc)
                                         ir += 2 * gemmMR
                                         continue
                                     }
-                                    if useBlockBuffer {
+                                    if useBlockBuffer || mr == gemmMR {
                                         avx512Tile6x32(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, bp + gemmNR * kc,
-                                                       bufC + ir * ldcb + jr, ldcb, accumulate: !first)
-                                    } else if mr == gemmMR {
-                                        avx512Tile6x32(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp, bp + gemmNR * kc,
-                                                       c + (ic + ir) * ldc + jc + jr, ldc, accumulate: beta == 1)
+                                                       dst, ld, accumulate: acc)
                                     } else {
                                         let st = TileStore(alpha: alpha, beta: beta)
                                         for h in 0..<2 {
                                             runTile(kc, aPanels.panel(ir), aPanels.rs, aPanels.ks, bp + h * gemmNR * kc,
-                                                    c + (ic + ir) * ldc + jc + jr + h * gemmNR, ldc, mr, gemmNR, st, tile)
+                                                    dst + h * gemmNR, ldc, mr, gemmNR, st, tile)
                                         }
                                     }
                                     ir += gemmMR

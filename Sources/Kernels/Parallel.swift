@@ -39,12 +39,9 @@ public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Voi
         body(0..<n)
         return
     }
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            let lo = n * w / workers, hi = n * (w + 1) / workers
-            if lo < hi { box.value(lo..<hi) }
-        }
+    parallelChunks(workers, workers: workers) { w in
+        let lo = n * w / workers, hi = n * (w + 1) / workers
+        if lo < hi { body(lo..<hi) }
     }
 }
 
