@@ -12,16 +12,27 @@ func argument(_ name: String) -> String? {
     return args[i + 1]
 }
 
+func processCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+
+/// Wall seconds per run (min/median/max) and the process CPU seconds of the median-wall run:
+/// `cpu / median` is how many cores were busy on average, which shows serial stretches and
+/// waiting on the slowest worker when it falls short of the thread count.
 func timed(_ runs: Int, _ body: () -> Void) -> [String: Double] {
     body()  // warm-up
-    var ts: [Double] = []
+    var ts: [(wall: Double, cpu: Double)] = []
     for _ in 0..<runs {
-        let t = Date()
+        let t = Date(), c = processCPUSeconds()
         body()
-        ts.append(Date().timeIntervalSince(t))
+        ts.append((Date().timeIntervalSince(t), processCPUSeconds() - c))
     }
-    ts.sort()
-    return ["min": ts[0], "median": ts[ts.count / 2], "max": ts[ts.count - 1], "runs": Double(runs)]
+    ts.sort { $0.wall < $1.wall }
+    let mid = ts[ts.count / 2]
+    return ["min": ts[0].wall, "median": mid.wall, "max": ts[ts.count - 1].wall, "runs": Double(runs),
+            "cpu": mid.cpu, "busy_cores": mid.cpu / mid.wall]
 }
 
 func peakRSSMB() -> Double {

@@ -147,6 +147,12 @@ func benchTile() {
         for _ in 0..<calls { avx512Tile12x32(kc, a, a2, 1, 6, b, b + 16 * kc, c2, 48, accumulate: true) }
     }
     report("tile 12x32, kc 256, two packed A panels", work: Double(calls) * 12 * 32 * Double(kc) * 2, t12)
+    let a12 = buffer(12 * kc)
+    a12.update(from: a, count: 6 * kc); (a12 + 6 * kc).update(from: a, count: 6 * kc)
+    let t12p = measure {
+        for _ in 0..<calls { avx512Tile12x32Packed(kc, a12, b, b + 16 * kc, c2, 48, accumulate: true) }
+    }
+    report("tile 12x32 packed (fixed strides), kc 256", work: Double(calls) * 12 * 32 * Double(kc) * 2, t12p)
     if sink == 42 || c[0] == 42 { print(sink) }
 }
 

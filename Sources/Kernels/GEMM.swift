@@ -214,8 +214,12 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
                                                                         : (c + (ic + ir) * ldc + jc + jr, ldc, beta == 1)
                                     if ir + 2 * gemmMR <= mc {
                                         // Twelve whole rows: two A panels against the pair, 24 accumulators.
-                                        avx512Tile12x32(kc, aPanels.panel(ir), aPanels.panel(ir + gemmMR), aPanels.rs, aPanels.ks,
-                                                        bp, bp + gemmNR * kc, dst, ld, accumulate: acc)
+                                        if aPanels.ks == gemmMR && aPanels.rs == 1 {
+                                            avx512Tile12x32Packed(kc, aPanels.panel(ir), bp, bp + gemmNR * kc, dst, ld, accumulate: acc)
+                                        } else {
+                                            avx512Tile12x32(kc, aPanels.panel(ir), aPanels.panel(ir + gemmMR), aPanels.rs, aPanels.ks,
+                                                            bp, bp + gemmNR * kc, dst, ld, accumulate: acc)
+                                        }
                                         ir += 2 * gemmMR
                                         continue
                                     }

@@ -1,4 +1,5 @@
 // Register-tiled GEMM micro-kernels and the operand packers that feed them.
+import Foundation
 //
 // Layout of packed operands (BLIS style):
 //   A block (mc × kc) → ⌈mc/MR⌉ panels; panel q holds rows q·MR..<q·MR+MR as kc groups of MR
@@ -302,8 +303,9 @@ protocol GemmPackB {
 }
 
 /// A from a strided row-major matrix: op(A)[i, p] = trans ? a[p·lda + i] : a[i·lda + p].
-/// Untransposed A is read in place by the kernels (only a short last panel is copied);
-/// transposed A is packed into panels, reading its rows sequentially.
+/// Untransposed A is read in place by the AVX2 kernels (only a short last panel is copied) and
+/// packed for the AVX-512 tile, whose packed form has fixed strides (~5 % faster per GEMM, paid
+/// back after two column tiles); transposed A is packed into panels, reading its rows sequentially.
 @usableFromInline
 struct DenseA: GemmPackA {
     let a: UnsafePointer<Float>
@@ -320,7 +322,7 @@ struct DenseA: GemmPackA {
             let full = mc / gemmMR * gemmMR
             // In place unless the row stride is a multiple of 4 KB: then all rows of a panel
             // fall into the same L1 set (and few L2 sets) and evict each other.
-            if full == mc && lda % 1024 != 0 {
+            if full == mc && lda % 1024 != 0 && !(gemmUsesAVX512 && gemmPacksDenseA) {
                 return .inPlace(a + i0 * lda + p0, lda: lda)
             }
             // Pack the whole block (a short last panel, rare: once per m; or a 4 KB-multiple stride).
@@ -353,6 +355,11 @@ struct DenseA: GemmPackA {
         return .packed(UnsafePointer(dst), kc: kc)
     }
 }
+
+/// Whether untransposed A is packed into panels on an AVX-512 CPU (for the fixed-stride 12x32
+/// tile) instead of being read in place. `DARKROOM_PACK_A=0` turns it off for A/B timing; tests
+/// switch it to check both give the same bits.
+nonisolated(unsafe) var gemmPacksDenseA = ProcessInfo.processInfo.environment["DARKROOM_PACK_A"] != "0"
 
 /// Interleaves mr (≤ 6) rows of length kc (row stride ld) into a kc × 6 panel, zero rows past mr.
 @inline(__always)

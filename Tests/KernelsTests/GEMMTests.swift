@@ -120,6 +120,32 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// On an AVX-512 CPU untransposed A is packed into 6-row panels for the fixed-stride 12x32
+    /// tile; read in place it goes through the strided tile. Both sum each element's k terms in
+    /// the same order, so the bits must agree (one and several k blocks, whole and partial panels,
+    /// both thread counts). A packed tile that read a wrong row or step would break this.
+    func testPackedAndInPlaceDenseAGiveTheSameBits() throws {
+        guard gemmUsesAVX512 else { throw XCTSkip("no AVX-512 on this CPU") }
+        let saved = gemmPacksDenseA
+        defer { gemmPacksDenseA = saved }
+        var rng = TestRNG(4242)
+        for (m, n, k) in [(12, 32, 7), (24, 64, 37), (100, 96, 300), (37, 70, 1000)] {
+            let a = rng.array(m * k), b = rng.array(k * n)
+            for threads in [1, 2] {
+                var results: [[Float]] = []
+                for packs in [false, true] {
+                    gemmPacksDenseA = packs
+                    var c = [Float](repeating: .nan, count: m * n)
+                    withThreads(threads) {
+                        sgemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
+                    }
+                    results.append(c)
+                }
+                XCTAssertEqual(results[0].map(\.bitPattern), results[1].map(\.bitPattern), "\(m)x\(n)x\(k), \(threads) threads")
+            }
+        }
+    }
+
     func testStridedOperands() {
         var seed: UInt64 = 100
         for t in 0..<4 {
