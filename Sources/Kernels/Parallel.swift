@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Synchronization
 
 /// A pointer that may cross into `concurrentPerform` closures. The caller guarantees that
@@ -55,17 +56,109 @@ public func parallelChunks(_ n: Int, workers: Int, _ body: (Int) -> Void) {
         return
     }
     let next = Atomic<Int>(0)
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        DispatchQueue.concurrentPerform(iterations: min(workers, n)) { _ in
-            while true {
-                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                if i >= n { break }
-                box.value(i)
-            }
+    runOnWorkers(min(workers, n)) { _ in
+        while true {
+            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= n { break }
+            body(i)
         }
     }
 }
+
+/// Runs `job(w)` for w in 0..<count, w = 0 on the calling thread and the others on the spinning
+/// pool; a call made while the pool is busy (from inside a job, or from another thread) goes to
+/// GCD instead.
+@usableFromInline
+func runOnWorkers(_ count: Int, _ job: (Int) -> Void) {
+    withoutActuallyEscaping(job) { job in
+        let box = UncheckedBox(job)
+        if WorkerPool.shared.run(count, box) { return }
+        DispatchQueue.concurrentPerform(iterations: count) { box.value($0) }
+    }
+}
+
+/// Worker threads that keep spinning for about a millisecond after a parallel region before they
+/// sleep. A U-Net step runs thousands of short regions back to back; with GCD's workers, which
+/// block at once, an idle virtual CPU halts between regions and waking it again can take the host
+/// far longer than the gap (measured on the 2-core VM: ~1.5 of 2 cores busy during a U-Net step
+/// with GCD). OpenMP runtimes spin the same way.
+@usableFromInline
+final class WorkerPool: @unchecked Sendable {
+    @usableFromInline static let shared = WorkerPool()
+
+    private let generation = Atomic<Int>(0)     // bumped once per job
+    private let remaining = Atomic<Int>(0)      // pool threads not yet done with the current job
+    private let inUse = Atomic<Bool>(false)     // one job at a time
+    private let sleepers = Atomic<Int>(0)
+    private var job: UncheckedBox<(Int) -> Void>? = nil   // written before the bump, read after it
+    private var jobWorkers = 0
+    private var threads = 0                     // guarded by `lock` (only grows)
+    private var lock = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    /// Polls of the generation counter a thread spins through before it sleeps (~1 ms; Swift
+    /// has no portable pause instruction, so a poll is a plain atomic load of an L1 line).
+    private let spinLimit = 1 << 20
+
+    private init() {
+        pthread_mutex_init(&lock, nil)
+        pthread_cond_init(&wake, nil)
+    }
+
+    /// Runs the job on `count` workers; false when the pool is busy (the caller then uses GCD).
+    func run(_ count: Int, _ body: UncheckedBox<(Int) -> Void>) -> Bool {
+        guard inUse.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+        pthread_mutex_lock(&lock)
+        while threads < count - 1 {
+            // The thread starts from the current generation, so the bump below is its first job
+            // even if it only starts running after it.
+            let index = threads + 1, start = generation.load(ordering: .acquiring)
+            let t = Thread { [unowned self] in self.loop(index, from: start) }
+            t.stackSize = 8 << 20
+            t.start()
+            threads += 1
+        }
+        let pool = threads
+        pthread_mutex_unlock(&lock)
+        job = body
+        jobWorkers = count
+        remaining.store(pool, ordering: .relaxed)
+        generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(&lock)
+            pthread_cond_broadcast(&wake)
+            pthread_mutex_unlock(&lock)
+        }
+        body.value(0)
+        while remaining.load(ordering: .acquiring) > 0 {}
+        job = nil
+        inUse.store(false, ordering: .releasing)
+        return true
+    }
+
+    private func loop(_ index: Int, from start: Int) {
+        var seen = start
+        while true {
+            var spins = 0
+            var g = generation.load(ordering: .acquiring)
+            while g == seen {
+                if spins < spinLimit {
+                    spins += 1
+                } else {
+                    pthread_mutex_lock(&lock)
+                    sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                    while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(&wake, &lock) }
+                    sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+                    pthread_mutex_unlock(&lock)
+                }
+                g = generation.load(ordering: .acquiring)
+            }
+            seen = g
+            if index < jobWorkers, let body = job { body.value(index) }
+            remaining.wrappingSubtract(1, ordering: .releasing)
+        }
+    }
+}
+
 
 public struct UncheckedBox<T>: @unchecked Sendable {
     public let value: T
