@@ -2,7 +2,7 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// A pointer that may cross into `concurrentPerform` closures. The caller guarantees that
+/// A pointer that may cross into parallel-region closures. The caller guarantees that
 /// concurrent workers touch disjoint elements.
 public struct SendablePointer<T>: @unchecked Sendable {
     public let p: UnsafeMutablePointer<T>
