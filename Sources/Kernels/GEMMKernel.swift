@@ -325,7 +325,8 @@ struct DenseA: GemmPackA {
             if full == mc && lda % 1024 != 0 && !(gemmUsesAVX512 && gemmPacksDenseA) {
                 return .inPlace(a + i0 * lda + p0, lda: lda)
             }
-            // Pack the whole block (a short last panel, rare: once per m; or a 4 KB-multiple stride).
+            // Pack the whole block: always for the AVX-512 tile, else for a short last panel (once
+            // per m) or a 4 KB-multiple stride.
             var q = 0
             var d = dst
             while q < mc {
