@@ -87,6 +87,40 @@ def poll_threads():
         print("threads ->", n, flush=True)
 
 
+BF16_HELP = ("run the forward pass under torch.autocast(bfloat16): matmuls and convolutions in bf16 with fp32 "
+             "accumulation (AMX / AVX512-BF16 kernels where the CPU has them); attention, weights, optimizer "
+             "and loss stay fp32")
+
+
+def autocast(enabled):
+    """bf16 autocast on the CPU, or a no-op context. The first call with enabled=True also routes
+    scaled_dot_product_attention through fp32: PyTorch's bf16 flash-attention backward on the CPU
+    took 3x the time of the fp32 one here (torch 2.13, head widths 32-64), which ate the gain."""
+    if enabled and not getattr(torch.nn.functional.scaled_dot_product_attention, "darkroom_fp32", False):
+        bf16_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+        def sdpa_fp32(q, k, v, *args, **kwargs):
+            with torch.autocast("cpu", enabled=False):
+                return bf16_sdpa(q.float(), k.float(), v.float(), *args, **kwargs).to(q.dtype)
+
+        sdpa_fp32.darkroom_fp32 = True
+        torch.nn.functional.scaled_dot_product_attention = sdpa_fp32
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def adamw(params, **kwargs):
+    """AdamW with PyTorch's fused CPU kernel: one pass over each tensor instead of ~10 foreach ops
+    (measured 0.107 -> 0.083 CPU-s per sample for UNet `s` at batch 16; the 12.6M-row token
+    embedding makes the optimizer a fifth of a step)."""
+    return torch.optim.AdamW(params, fused=True, **kwargs)
+
+
+def keep_fused(opt):
+    """A resumed optimizer takes its param-group flags from the checkpoint; set fused again."""
+    for g in opt.param_groups:
+        g["fused"], g["foreach"] = True, False
+
+
 def write_tokenizer(folder):
     """CLIP BPE files in the Hugging Face layout, padded with <|endoftext|> to MAX_TOKENS."""
     os.makedirs(folder, exist_ok=True)

@@ -139,15 +139,17 @@ def cmd_pilot(a):
         torch.manual_seed(0)
         te, unet = build(name)
         params = list(te.parameters()) + list(unet.parameters())
-        opt = torch.optim.AdamW(params, lr=1e-4)
+        opt = C.adamw(params, lr=1e-4)
         ids = torch.randint(0, 49408, (a.batch, C.MAX_TOKENS))
         times = []
         for i in range(a.steps + 2):
             t0 = time.process_time()
             z = torch.randn(a.batch, 4, 16, 16)
             t = torch.randint(0, 1000, (a.batch,))
-            enc = te(ids).last_hidden_state
-            loss = F.mse_loss(unet(z, t, enc).sample, z)
+            with C.autocast(a.bf16):
+                enc = te(ids).last_hidden_state
+                out = unet(z, t, enc).sample
+            loss = F.mse_loss(out.float(), z)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -155,8 +157,8 @@ def cmd_pilot(a):
         # CPU time of the process (both threads), not wall time: other people share the machine
         # and a niced process gets a small share of it.
         s = float(np.median(times[2:]))
-        print("pilot %s: unet %.2fM params, text %.2fM; batch %d: %.2f CPU-s/step, %.3f CPU-s/sample"
-              % (name, count(unet) / 1e6, count(te) / 1e6, a.batch, s, s / a.batch), flush=True)
+        print("pilot %s%s: unet %.2fM params, text %.2fM; batch %d: %.2f CPU-s/step, %.3f CPU-s/sample"
+              % (name, " bf16" if a.bf16 else "", count(unet) / 1e6, count(te) / 1e6, a.batch, s, s / a.batch), flush=True)
 
 
 def caption_table(recs, tok):
@@ -190,7 +192,7 @@ def cmd_unet(a):
     snr = acp / (1 - acp)
     te, unet = build(a.unet)
     params = list(te.parameters()) + list(unet.parameters())
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    opt = C.adamw(params, lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_te, ema_unet = copy.deepcopy(te).eval(), copy.deepcopy(unet).eval()
     for p in list(ema_te.parameters()) + list(ema_unet.parameters()):
         p.requires_grad_(False)
@@ -208,6 +210,7 @@ def cmd_unet(a):
         print("initialised from %s (step %d, %s)" % (a.init_from, st["step"], st.get("prediction", "epsilon")))
     if a.resume and ck.exists():
         step, spent = C.resume(ck, {"te": te, "unet": unet, "ema_te": ema_te, "ema_unet": ema_unet}, opt, gen, "text encoder + UNet")
+        C.keep_fused(opt)
     print("text encoder %.2fM, unet %.2fM params; %d images; batch %d" % (count(te) / 1e6, count(unet) / 1e6, len(recs), a.batch))
     ema_params = list(ema_te.parameters()) + list(ema_unet.parameters())
     hdr = ["step", "cpu_seconds", "wall_seconds", "loss", "lr", "samples_per_wall_s"]
@@ -217,7 +220,7 @@ def cmd_unet(a):
         ck.save({"te": te.state_dict(), "unet": unet.state_dict(), "ema_te": ema_te.state_dict(),
                  "ema_unet": ema_unet.state_dict(), "opt": opt.state_dict(), "step": step,
                  "spent": spent + time.process_time() - c0, "rng": C.rng_state(gen), "unet_name": a.unet,
-                 "scaling_factor": scale, "args": vars(a),
+                 "scaling_factor": scale, "args": vars(a), "bf16": a.bf16,
                  "prediction": a.prediction})
         print("checkpoint at step %d" % step, flush=True)
 
@@ -247,8 +250,9 @@ def cmd_unet(a):
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, 1000, (B,), generator=gen)
         zt = sched.add_noise(z0, noise, t)
-        enc = te(ids).last_hidden_state
-        pred = unet(zt, t, enc).sample
+        with C.autocast(a.bf16):
+            enc = te(ids).last_hidden_state
+            pred = unet(zt, t, enc).sample.float()
         if a.prediction == "v_prediction":
             # v = sqrt(abar)*eps - sqrt(1-abar)*x0: at high noise the model predicts the image (an
             # under-trained model gives a blurry mean with the right colours, not noise); at low
@@ -302,6 +306,7 @@ def main():
     p.add_argument("--candidates", default="s,m,l")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--bf16", action="store_true", help=C.BF16_HELP)
     u = sub.add_parser("unet")
     u.add_argument("--unet", default="m", choices=sorted(C.UNET_CONFIGS))
     u.add_argument("--steps", type=int, default=10 ** 9)
@@ -319,6 +324,7 @@ def main():
     u.add_argument("--run", default="", help="run folder name under the training dir (default unet-<name>)")
     u.add_argument("--init-from", default="", help="start from this checkpoint's weights (fresh optimizer and EMA)")
     u.add_argument("--resume", action="store_true")
+    u.add_argument("--bf16", action="store_true", help=C.BF16_HELP)
     a = ap.parse_args()
     {"vae": cmd_vae, "cache": cmd_cache, "pilot": cmd_pilot, "unet": cmd_unet}[a.cmd](a)
 
