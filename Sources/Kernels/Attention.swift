@@ -8,12 +8,17 @@ import KernelsAVX512
 /// `causal`: query i attends keys 0...i only (CLIP text encoder).
 /// Never materialises more than one block of scores per worker.
 ///
-/// Flash-style: for each (batch, head, block of 48 queries) the keys are visited in blocks of
-/// 256. S = Q·Kᵀ and O += P·V both run on the GEMM micro-kernels (Q read in place, the scores
-/// stored scaled by scale·log2 e; K and V packed once per (batch, head) per worker), with an online
-/// softmax in between (running row max and sum, O rescaled when the max grows; exponentials via
-/// `vexp2NonPositive`, ≈ 1 ulp). Memory per worker: O(keyLength · headDim) for the packed K and V plus
-/// O(48 · 256) for the score block.
+/// Flash-style, in column form: for each (batch, head, block of 192 queries) the keys are visited
+/// in blocks of 240, and per chunk of 32 queries (16 without AVX-512) the kernel computes
+/// Sᵀ = K·Qᵀ (keys are rows, queries columns), an online softmax down the columns, and
+/// Oᵀ += Vᵀ·Pᵀ, all on the GEMM micro-kernels with K and Vᵀ packed into 6-row panels once per
+/// (batch, head) per worker. Why transposed: the softmax then works on whole vectors of queries
+/// (vertical max, exponentials and sums, no horizontal reductions), and the head width becomes
+/// the row count of Oᵀ, padded to a multiple of 6 (SD's d = 40: 42 rows) instead of the column
+/// count, padded to a multiple of 16 (48: 17 % wasted FMAs). Scores are stored scaled by
+/// scale·log2 e; exponentials via `vexp2NonPositive` (≈ 1 ulp). Every query column's arithmetic
+/// is the same whatever the chunk width, so the AVX-512 and AVX2 paths give the same bits.
+/// Memory per worker: O(keyLength · headDim) for packed K and Vᵀ plus O(240 · 32) for scores.
 public func attention(
     q: UnsafePointer<Float>, qRowStride: Int,
     k: UnsafePointer<Float>, kRowStride: Int,
@@ -56,9 +61,8 @@ public func attention(
     }
 }
 
-let attnBlockQ = 192    // query rows per work item (4 chunks)
-let attnChunkQ = 48     // query rows per score block: 8 micro-panels of 6
-let attnBlockK = 256    // keys per block (multiple of 16)
+let attnBlockQ = 192    // query rows per work item: 6 chunks of 32, or 12 of 16
+let attnBlockK = 240    // keys per block: a multiple of 12 (pairs of 6-key panels)
 
 struct AttentionGeometry {
     let qRowStride: Int, kRowStride: Int, vRowStride: Int, outRowStride: Int
@@ -68,29 +72,27 @@ struct AttentionGeometry {
 }
 
 /// Processes work items (batch·heads·queryBlocks, in that nesting) on one thread.
-/// A query block holds up to `attnBlockQ` rows, handled in chunks of `attnChunkQ`: the key loop
-/// runs outside the chunk loop so each key block (packed K and V, ≈ 90 KB at d = 40) is reused by
-/// every chunk from L2 instead of streaming the whole sequence's K and V from L3 per chunk.
+/// The key loop runs outside the chunk loop so each key block's packed K and Vᵀ (≈ 80 KB at
+/// d = 40) is reused by every chunk of the query block from L2.
 func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                      out: UnsafeMutablePointer<Float>, geo g: AttentionGeometry, items: Range<Int>, qBlocks: Int) {
     let d = g.headDim
-    let dPad = (d + gemmNR - 1) / gemmNR * gemmNR
-    let bq = attnBlockQ, cq = attnChunkQ, bk = attnBlockK
+    let wide = gemmUsesAVX512
+    let w = wide ? 32 : 16                  // query columns per chunk: one tile width
+    let keyRows = wide ? 12 : 6             // key rows per score tile
+    let dPad = (d + 5) / 6 * 6              // rows of Oᵀ: whole 6-row panels of Vᵀ
+    let vPanels = dPad / 6
+    let bq = attnBlockQ, bk = attnBlockK
     let L = g.keyLength
-    let lPad = (L + gemmNR - 1) / gemmNR * gemmNR
+    let lPad = (L + 11) / 12 * 12
     let kBlocks = (L + bk - 1) / bk
-    // Head dims 16·n + 8 (SD's 40) take their first 24 columns with the 4×24 kernel, which is
-    // not load-bound like the 6×8 tail kernel.
-    // On an AVX-512 CPU every product runs on the 16-wide tiles instead (panels of 16, in pairs).
-    let wide512 = gemmUsesAVX512
-    let wide24 = !wide512 && d % gemmNR == 8 && d >= 24
     // Scratch layout.
-    let kpSize = lPad * d                  // K as B panels (k = d, n = keys)
-    let vpSize = kBlocks * bk * dPad       // V as B panels per key block (k = keys, n = d)
-    let qpSize = cq * d                    // a short last Q chunk, zero-padded rows
-    let sSize = cq * bk                    // scores / probabilities of one chunk, ld = bk
-    let oSize = (bq + 12) * dPad           // output accumulators, ld = dPad
-    let total = kpSize + vpSize + qpSize + sSize + oSize + 2 * bq + 8 * 64
+    let kpSize = lPad * d                   // K in 6-key panels: key j, dim p at (j/6)·6d + p·6 + j%6
+    let vtSize = kBlocks * bk * dPad        // Vᵀ per key block in 6-dim panels: dim r, key j at (r/6)·6·nk + j·6 + r%6
+    let qtSize = bq * d                     // Qᵀ per chunk in 16-query panels: query j, dim p at (j/16)·16d + p·16 + j%16
+    let sSize = bk * w                      // Sᵀ, then P, of one chunk: key j, query c at j·w + c
+    let oSize = bq * dPad                   // Oᵀ per chunk: dim r, query c at r·w + c
+    let total = kpSize + vtSize + qtSize + sSize + oSize + 2 * bq + 6 * 16
     withScratch(total) { buf in
         var cur = buf
         func carve(_ n: Int) -> UnsafeMutablePointer<Float> {
@@ -98,9 +100,9 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
             cur += (n + 15) / 16 * 16
             return p
         }
-        let kp = carve(kpSize), vp = carve(vpSize), qp = carve(qpSize)
-        let s = carve(sSize), o = carve(oSize), rowMax = carve(bq), rowSum = carve(bq)
-        let scoreStore = TileStore(alpha: g.qScale)   // scale·log2 e applied as S is stored
+        let kp = carve(kpSize), vt = carve(vtSize), qt = carve(qtSize)
+        let s = carve(sSize), o = carve(oSize), runMax = carve(bq), runSum = carve(bq)
+        let scoreStore = TileStore(alpha: g.qScale)   // scale·log2 e applied as Sᵀ is stored
         let accumulate = TileStore(alpha: 1, beta: 1)
         var packedHead = -1
         for item in items {
@@ -108,231 +110,173 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
             let bh = item / qBlocks
             let h = bh % g.heads, b = bh / g.heads
             if packedHead != bh {
-                let kBase = k + b * L * g.kRowStride + h * d
-                let vBase = v + b * L * g.vRowStride + h * d
-                // Kᵀ as the B operand of S = Q·Kᵀ: panels of 16 keys × d.
-                _ = DenseB(kBase, g.kRowStride, true).packB(0, d, 0, L, kp)
-                // V as the B operand of O += P·V, one panel set per key block. With
-                // wide24 the first panel is 24 columns wide (then 16-wide panels).
+                packKeyPanels(k + b * L * g.kRowStride + h * d, g.kRowStride, L, d, lPad, kp)
                 for kb in 0..<kBlocks {
                     let k0 = kb * bk
-                    let rows = min(bk, L - k0)
-                    let src = vBase + k0 * g.vRowStride
-                    let dst = vp + k0 * dPad
-                    if wide24 {
-                        for r in 0..<rows { (dst + r * 24).update(from: src + r * g.vRowStride, count: 24) }
-                        _ = DenseB(src + 24, g.vRowStride, false).packB(0, rows, 0, d - 24, dst + 24 * rows)
-                    } else {
-                        _ = DenseB(src, g.vRowStride, false).packB(0, rows, 0, d, dst)
-                    }
+                    packValuePanels(v + (b * L + k0) * g.vRowStride + h * d, g.vRowStride, min(bk, L - k0), d, dPad,
+                                    vt + kb * bk * dPad)
                 }
                 packedHead = bh
             }
             let q0 = qb * bq
             let nq = min(bq, g.queryLength - q0)
-            let nqPad = (nq + gemmMR - 1) / gemmMR * gemmMR
-            let qBase = q + (b * g.queryLength + q0) * g.qRowStride + h * d
-            for i in 0..<nqPad { rowMax[i] = -.infinity; rowSum[i] = 0 }
-            o.update(repeating: 0, count: nqPad * dPad)
+            let chunks = (nq + w - 1) / w
+            packQueryPanels(q + (b * g.queryLength + q0) * g.qRowStride + h * d, g.qRowStride, nq, chunks * w, d, qt)
+            for i in 0..<(chunks * w) { runMax[i] = -.infinity; runSum[i] = 0 }
+            o.update(repeating: 0, count: chunks * w * dPad)
             let keyEnd = g.causal ? min(L, q0 + nq) : L
             var k0 = 0
             while k0 < keyEnd {
-                let nkBlock = min(bk, keyEnd - k0)
-                let packedRows = min(bk, L - k0)   // V panels were cut for the whole key block
-                var c0 = 0
-                while c0 < nq {
-                    let nc = min(cq, nq - c0)
-                    let ncPad = (nc + gemmMR - 1) / gemmMR * gemmMR
-                    // Keys this chunk may see in this block.
-                    let nk = g.causal ? min(nkBlock, q0 + c0 + nc - k0) : nkBlock
-                    if nk <= 0 { c0 += cq; continue }
-                    let nkPad = (nk + gemmNR - 1) / gemmNR * gemmNR
-                    // Q rows are read in place; a short last chunk is copied and zero-padded so
-                    // every 6-row panel is readable.
-                    var qA = qBase + c0 * g.qRowStride, qStride = g.qRowStride
-                    if nc < ncPad {
-                        for i in 0..<ncPad {
-                            if i < nc { (qp + i * d).update(from: qA + i * g.qRowStride, count: d) } else { (qp + i * d).update(repeating: 0, count: d) }
+                // The whole block, also under the causal mask: Vᵀ's panels were cut for it, and
+                // masked probabilities are exact zeros.
+                let nk = min(bk, L - k0)
+                let sRows = (nk + keyRows - 1) / keyRows * keyRows   // ≤ lPad − k0: K's padding is zero
+                let vtb = vt + (k0 / bk) * bk * dPad
+                for c in 0..<chunks {
+                    let cq0 = q0 + c * w
+                    if g.causal && k0 > min(cq0 + w, q0 + nq) - 1 { continue }   // every key after every query
+                    let qtc = qt + c * w * d
+                    let oc = o + c * w * dPad
+                    // Sᵀ = K·Qᵀ for this key block.
+                    var r = 0
+                    while r < sRows {
+                        let a = kp + (k0 + r) * d
+                        if wide {
+                            avx512Tile12x32Packed(d, a, qtc, qtc + 16 * d, s + r * w, w, accumulate: false, scale: g.qScale)
+                        } else {
+                            kernel6x16(d, a, 1, 6, qtc, s + r * w, w, scoreStore)
                         }
-                        qA = UnsafePointer(qp); qStride = d
+                        r += keyRows
                     }
-                    // S = Q·Kᵀ over this key block (full tiles: K padding is zero).
-                    var jr = 0
-                    while jr < nkPad {
-                        let bpan = kp + (k0 + jr) * d
-                        let pair = wide512 && jr + 2 * gemmNR <= nkPad
-                        var ir = 0
-                        while ir < ncPad {
-                            if pair && ir + 2 * gemmMR <= ncPad {
-                                avx512Tile12x32(d, qA + ir * qStride, qA + (ir + gemmMR) * qStride, qStride, 1, bpan, bpan + gemmNR * d,
-                                                s + ir * bk + jr, bk, accumulate: false, scale: g.qScale)
-                                ir += 2 * gemmMR
-                                continue
-                            }
-                            if pair {
-                                avx512Tile6x32(d, qA + ir * qStride, qStride, 1, bpan, bpan + gemmNR * d,
-                                               s + ir * bk + jr, bk, accumulate: false, scale: g.qScale)
-                            } else if wide512 {
-                                avx512Tile6x16(d, qA + ir * qStride, qStride, 1, bpan, s + ir * bk + jr, bk,
-                                               accumulate: false, scale: g.qScale)
-                            } else {
-                                kernel6x16(d, qA + ir * qStride, qStride, 1, bpan, s + ir * bk + jr, bk, scoreStore)
-                            }
-                            ir += gemmMR
-                        }
-                        jr += pair ? 2 * gemmNR : gemmNR
+                    let diagonal: Int? = g.causal ? cq0 - k0 : nil
+                    if wide {
+                        avx512SoftmaxColumns(s, rows: nk, cols: w, runMax: runMax + c * w, runSum: runSum + c * w,
+                                             o: oc, oRows: dPad, causalDiagonal: diagonal)
+                    } else {
+                        softmaxColumns(s, rows: nk, cols: w, runMax: runMax + c * w, runSum: runSum + c * w,
+                                       o: oc, oRows: dPad, causalDiagonal: diagonal)
                     }
-                    // Online softmax; P overwrites S in place. Rows up to a multiple of 12 are
-                    // written (zeros past nc) so both 6- and 4-row kernels read defined values.
-                    let rowsPad = (nc + 11) / 12 * 12
-                    for i in 0..<rowsPad {
-                        let row = s + i * bk
-                        let qi = c0 + i                       // row within the block
-                        var limit = nk
-                        if i >= nc {
-                            limit = 0
-                        } else if g.causal {
-                            limit = min(nk, q0 + qi - k0 + 1)
+                    // Oᵀ += Vᵀ·Pᵀ: P's rows (keys) hold the chunk's queries side by side, which is
+                    // a B panel pair with row step w (AVX-512) or one packed panel (w = 16).
+                    var pi = 0
+                    while pi < vPanels {
+                        let a = vtb + pi * 6 * nk
+                        if !wide {
+                            kernel6x16(nk, a, 1, 6, s, oc + pi * 6 * w, w, accumulate)
+                            pi += 1
+                        } else if pi + 2 <= vPanels {
+                            avx512Tile12x32Packed(nk, a, s, s + 16, oc + pi * 6 * w, w, accumulate: true, bStep: w)
+                            pi += 2
+                        } else {
+                            avx512Tile6x32(nk, a, 1, 6, s, s + 16, oc + pi * 6 * w, w, accumulate: true, bStep: w)
+                            pi += 1
                         }
-                        if limit <= 0 {
-                            row.update(repeating: 0, count: nk)
-                            continue
-                        }
-                        // Masked and padding columns become −inf so the row is processed in
-                        // whole vectors (their exponentials, ≤ 2^-126, are then zeroed for P·V).
-                        if limit < nkPad { (row + limit).update(repeating: -.infinity, count: nkPad - limit) }
-                        let mBlock = wide512 ? avx512MaxOf(row, nkPad) : maxOf(row, nkPad)
-                        let mOld = rowMax[qi]
-                        let mNew = max(mOld, mBlock)
-                        let sum = wide512 ? avx512Exp2Shifted(row, nkPad, mNew) : exp2Shifted(row, nkPad, mNew)
-                        if limit < nk { (row + limit).update(repeating: 0, count: nk - limit) }
-                        if mOld != mNew {
-                            let corr = mOld == -.infinity ? 0 : vexp2NonPositive(F8(repeating: mOld - mNew))[0]
-                            if corr != 1 {
-                                rowSum[qi] *= corr
-                                scaleRow(o + qi * dPad, dPad, corr)
-                            }
-                            rowMax[qi] = mNew
-                        }
-                        rowSum[qi] += sum
                     }
-                    // O += P · V_block (P read in place: row stride bk).
-                    let vpan = vp + k0 * dPad
-                    let oc = o + c0 * dPad
-                    jr = 0
-                    if wide24 {
-                        var ir = 0
-                        while ir < nc {
-                            kernel4x24(nk, s + ir * bk, bk, 1, vpan, oc + ir * dPad, dPad, accumulate)
-                            ir += 4
-                        }
-                        jr = 24
-                    }
-                    while wide512 && jr < d {
-                        // Whole 16-column panels: o's row stride dPad covers the zero padding.
-                        let bpan = vpan + jr * packedRows
-                        let pair = jr + 2 * gemmNR <= dPad
-                        var ir = 0
-                        while ir < ncPad {
-                            if pair && ir + 2 * gemmMR <= ncPad {
-                                avx512Tile12x32(nk, s + ir * bk, s + (ir + gemmMR) * bk, bk, 1, bpan, bpan + gemmNR * packedRows,
-                                                oc + ir * dPad + jr, dPad, accumulate: true)
-                                ir += 2 * gemmMR
-                                continue
-                            }
-                            if pair {
-                                avx512Tile6x32(nk, s + ir * bk, bk, 1, bpan, bpan + gemmNR * packedRows,
-                                               oc + ir * dPad + jr, dPad, accumulate: true)
-                            } else {
-                                avx512Tile6x16(nk, s + ir * bk, bk, 1, bpan, oc + ir * dPad + jr, dPad, accumulate: true)
-                            }
-                            ir += gemmMR
-                        }
-                        jr += pair ? 2 * gemmNR : gemmNR
-                    }
-                    while jr < d {
-                        let bpan = vpan + jr * packedRows
-                        let nr = min(gemmNR, d - jr)
-                        var ir = 0
-                        while ir < ncPad {
-                            if nr <= 8 {
-                                kernel6x8(nk, s + ir * bk, bk, 1, bpan, oc + ir * dPad + jr, dPad, accumulate)
-                            } else {
-                                kernel6x16(nk, s + ir * bk, bk, 1, bpan, oc + ir * dPad + jr, dPad, accumulate)
-                            }
-                            ir += gemmMR
-                        }
-                        jr += gemmNR
-                    }
-                    c0 += cq
                 }
-                k0 += nkBlock
+                k0 += nk
             }
-            // out = O / rowSum.
+            // out = (Oᵀ / column sums)ᵀ.
             let outBase = out + (b * g.queryLength + q0) * g.outRowStride + h * d
             for i in 0..<nq {
-                let inv: Float = rowSum[i] > 0 ? 1 / rowSum[i] : 0
-                let orow = o + i * dPad
+                let inv: Float = runSum[i] > 0 ? 1 / runSum[i] : 0
+                let oc = o + (i / w) * w * dPad + i % w
                 let dst = outBase + i * g.outRowStride
-                var j = 0
-                while j + 8 <= d { st8(dst + j, ld8(orow + j) * inv); j += 8 }
-                while j < d { dst[j] = orow[j] * inv; j += 1 }
+                for p in 0..<d { dst[p] = oc[p * w] * inv }
             }
         }
     }
 }
 
-// The row helpers are kept out of line: inlined into the large worker, LLVM splits their
-// 8-wide vector code into 4-wide halves.
-@inline(never)
-func maxOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var m0 = F8(repeating: -.infinity), m1 = m0
-    var j = 0
-    while j + 16 <= n {
-        m0 = max8(m0, ld8(x + j)); m1 = max8(m1, ld8(x + j + 8))
-        j += 16
+/// K rows [0, n) of one head as 6-key A panels (key j, dim p at (j/6)·6d + p·6 + j%6), keys
+/// n..<nPad zero (their scores are computed, never used).
+private func packKeyPanels(_ k: UnsafePointer<Float>, _ rowStride: Int, _ n: Int, _ d: Int, _ nPad: Int,
+                           _ dst: UnsafeMutablePointer<Float>) {
+    for j in 0..<nPad {
+        let panel = dst + (j / 6) * 6 * d + j % 6
+        if j < n {
+            let row = k + j * rowStride
+            for p in 0..<d { panel[p * 6] = row[p] }
+        } else {
+            for p in 0..<d { panel[p * 6] = 0 }
+        }
     }
-    if j + 8 <= n { m0 = max8(m0, ld8(x + j)); j += 8 }
-    let v = max8(m0, m1)
-    // Horizontal max by hand: the stdlib's `max()` on SIMD8 is an out-of-line call.
-    var m = max(max(max(v[0], v[1]), max(v[2], v[3])), max(max(v[4], v[5]), max(v[6], v[7])))
-    while j < n { m = max(m, x[j]); j += 1 }
-    return m
 }
 
-/// x[j] ← 2^(x[j] − m) for j < n; returns the sum.
-@inline(never)
-func exp2Shifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Float {
-    let mv = F8(repeating: m)
-    var s0 = F8(), s1 = F8()
-    var j = 0
-    while j + 16 <= n {
-        let e0 = vexp2NonPositive(ld8(x + j) - mv), e1 = vexp2NonPositive(ld8(x + j + 8) - mv)
-        st8(x + j, e0); st8(x + j + 8, e1)
-        s0 += e0; s1 += e1
-        j += 16
+/// Vᵀ of n keys as 6-dim A panels over the keys (dim r, key j at (r/6)·6n + j·6 + r%6): each
+/// key's 6 values of a panel are 6 consecutive floats of its V row. Dims d..<dPad are zero.
+private func packValuePanels(_ v: UnsafePointer<Float>, _ rowStride: Int, _ n: Int, _ d: Int, _ dPad: Int,
+                             _ dst: UnsafeMutablePointer<Float>) {
+    for r0 in stride(from: 0, to: dPad, by: 6) {
+        let panel = dst + r0 * n
+        let m = min(6, d - r0)
+        for j in 0..<n {
+            let src = v + j * rowStride + r0
+            let t = panel + j * 6
+            for r in 0..<m { t[r] = src[r] }
+            for r in m..<6 { t[r] = 0 }
+        }
     }
-    if j + 8 <= n {
-        let e0 = vexp2NonPositive(ld8(x + j) - mv)
-        st8(x + j, e0); s0 += e0
-        j += 8
-    }
-    if j < n {
-        var t = F8(repeating: -.infinity)
-        for l in 0..<(n - j) { t[l] = x[j + l] }
-        var e = vexp2NonPositive(t - mv)
-        for l in (n - j)..<8 { e[l] = 0 }
-        for l in 0..<(n - j) { x[j + l] = e[l] }
-        s1 += e
-    }
-    // Added up by hand in a fixed order, which the AVX-512 twin (avx512Exp2Shifted) repeats.
-    let v = s0 + s1
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
 }
 
+/// Qᵀ of n query rows as 16-query B panels (query j, dim p at (j/16)·16d + p·16 + j%16), queries
+/// n..<nPad zero.
+private func packQueryPanels(_ q: UnsafePointer<Float>, _ rowStride: Int, _ n: Int, _ nPad: Int, _ d: Int,
+                             _ dst: UnsafeMutablePointer<Float>) {
+    for j in 0..<nPad {
+        let panel = dst + (j / 16) * 16 * d + j % 16
+        if j < n {
+            let row = q + j * rowStride
+            for p in 0..<d { panel[p * 16] = row[p] }
+        } else {
+            for p in 0..<d { panel[p * 16] = 0 }
+        }
+    }
+}
+
+/// One key block's step of the online softmax for a chunk of query columns.
+/// `s`: the block's scores Sᵀ (already scaled by scale·log2 e), `rows` keys × `cols` queries
+/// (row stride `cols`, a multiple of 8), overwritten with 2^(s − running max). `runMax`/`runSum`:
+/// per column, the maximum and the sum of exponentials so far. `o`: the chunk's Oᵀ (`oRows` rows of
+/// stride `cols`), rescaled by 2^(old max − new max) where a column's maximum grew.
+/// `causalDiagonal` (causal attention): entry (r, c) is masked, probability exactly 0, when
+/// r − c > causalDiagonal, i.e. the key comes after the query.
 @inline(never)
-func scaleRow(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ c: Float) {
-    var j = 0
-    while j + 8 <= n { st8(x + j, ld8(x + j) * c); j += 8 }
-    while j < n { x[j] *= c; j += 1 }
+func softmaxColumns(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
+                    runMax: UnsafeMutablePointer<Float>, runSum: UnsafeMutablePointer<Float>,
+                    o: UnsafeMutablePointer<Float>, oRows: Int, causalDiagonal: Int?) {
+    let lanes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
+    var g = 0
+    while g < cols {
+        let firstMasked = causalDiagonal.map { lanes &+ Int32(g + $0) }
+        let mOld = ld8(runMax + g)
+        var bm = F8(repeating: -.infinity)
+        for r in 0..<rows {
+            var x = ld8(s + r * cols + g)
+            if let firstMasked {
+                x.replace(with: -.infinity, where: SIMD8<Int32>(repeating: Int32(r)) .> firstMasked)
+                st8(s + r * cols + g, x)
+            }
+            bm.replace(with: x, where: x .> bm)
+        }
+        var mNew = mOld
+        mNew.replace(with: bm, where: bm .> mOld)
+        var sum = ld8(runSum + g)
+        if any(mNew .!= mOld) {
+            // Columns whose maximum stayed put keep factor 1 (exactly what 2^0 gives; also for a
+            // column with no visible key yet, where −∞ − (−∞) would be NaN).
+            var corr = vexp2NonPositive(mOld - mNew)
+            corr.replace(with: 1, where: mNew .== mOld)
+            sum *= corr
+            for r in 0..<oRows { st8(o + r * cols + g, ld8(o + r * cols + g) * corr) }
+        }
+        for r in 0..<rows {
+            var e = vexp2NonPositive(ld8(s + r * cols + g) - mNew)
+            if let firstMasked { e.replace(with: 0, where: SIMD8<Int32>(repeating: Int32(r)) .> firstMasked) }
+            st8(s + r * cols + g, e)
+            sum += e
+        }
+        st8(runMax + g, mNew)
+        st8(runSum + g, sum)
+        g += 8
+    }
 }

@@ -206,35 +206,6 @@ func kernel6x8(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b: 
     st.finish(c3, c + 3 * ldc, 3, 0); st.finish(c4, c + 4 * ldc, 4, 0); st.finish(c5, c + 5 * ldc, 5, 0)
 }
 
-/// C[4×24] ← store(A · B) over kc steps, B a 24-wide panel (kc rows of 24 floats). 12
-/// accumulators like 6×16 but 3 B loads + 4 broadcasts per 12 FMAs; used where a width is
-/// 16·n + 8 (attention head dim 40 = 24 + 16) instead of the load-bound 6×8 tail kernel.
-@inline(never) @usableFromInline
-func kernel4x24(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int, _ b: UnsafePointer<Float>,
-                _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ st: TileStore) {
-    var c00 = F8(), c01 = F8(), c02 = F8(), c10 = F8(), c11 = F8(), c12 = F8()
-    var c20 = F8(), c21 = F8(), c22 = F8(), c30 = F8(), c31 = F8(), c32 = F8()
-    let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs
-    var bp = b
-    var off = 0
-    for _ in 0..<kc {
-        let b0 = ld8(bp), b1 = ld8(bp + 8), b2 = ld8(bp + 16)
-        var av = F8(repeating: a0[off])
-        c00 = c00.addingProduct(av, b0); c01 = c01.addingProduct(av, b1); c02 = c02.addingProduct(av, b2)
-        av = F8(repeating: a1[off])
-        c10 = c10.addingProduct(av, b0); c11 = c11.addingProduct(av, b1); c12 = c12.addingProduct(av, b2)
-        av = F8(repeating: a2[off])
-        c20 = c20.addingProduct(av, b0); c21 = c21.addingProduct(av, b1); c22 = c22.addingProduct(av, b2)
-        av = F8(repeating: a3[off])
-        c30 = c30.addingProduct(av, b0); c31 = c31.addingProduct(av, b1); c32 = c32.addingProduct(av, b2)
-        off += ks; bp += 24
-    }
-    st.finish(c00, c, 0, 0); st.finish(c01, c + 8, 0, 8); st.finish(c02, c + 16, 0, 16)
-    st.finish(c10, c + ldc, 1, 0); st.finish(c11, c + ldc + 8, 1, 8); st.finish(c12, c + ldc + 16, 1, 16)
-    st.finish(c20, c + 2 * ldc, 2, 0); st.finish(c21, c + 2 * ldc + 8, 2, 8); st.finish(c22, c + 2 * ldc + 16, 2, 16)
-    st.finish(c30, c + 3 * ldc, 3, 0); st.finish(c31, c + 3 * ldc + 8, 3, 8); st.finish(c32, c + 3 * ldc + 16, 3, 16)
-}
-
 extension UnsafeMutablePointer where Pointee == Float {
     @inline(__always) func accumulate8(_ v: F8) { st8(self, ld8(self) + v) }
 }

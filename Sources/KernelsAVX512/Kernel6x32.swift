@@ -4,7 +4,8 @@
 // checking the CPU (`gemmUsesAVX512`).
 
 /// C[6×32] = scale · A[6×kc] · [B0 | B1] (or C += A · [B0 | B1] when `accumulate`), where B0 and
-/// B1 are two 16-column packed B panels (kc rows of 16 floats each) and A is addressed as
+/// B1 are two 16-column B panels (row p of each at `b + p·bStep`: 16 for packed panels, 32 for
+/// attention's probabilities, whose rows hold two panels side by side) and A is addressed as
 /// `a[r·rs + p·ks]`. The k sum runs in order with one FMA per step, as in the AVX2 tiles, so both
 /// give the same bits.
 ///
@@ -13,7 +14,8 @@
 /// 6x16 tile per instruction.
 public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int,
                            _ b0: UnsafePointer<Float>, _ b1: UnsafePointer<Float>,
-                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
+                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1,
+                           bStep: Int = 16) {
     typealias V = SIMD16<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
@@ -35,45 +37,12 @@ public func avx512Tile6x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks
         c40 = c40.addingProduct(av, v0); c41 = c41.addingProduct(av, v1)
         av = V(repeating: a5[off])
         c50 = c50.addingProduct(av, v0); c51 = c51.addingProduct(av, v1)
-        off += ks; p0 += 16; p1 += 16
+        off += ks; p0 += bStep; p1 += bStep
     }
     // Written out row by row: an array of the accumulators here cost a heap allocation per call.
     @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) { storeRow32(c + r * ldc, lo, hi, accumulate, scale) }
     put(0, c00, c01); put(1, c10, c11); put(2, c20, c21)
     put(3, c30, c31); put(4, c40, c41); put(5, c50, c51)
-}
-
-/// C[6×16] = scale · A[6×kc] · B (or C += A · B), one 16-column packed panel: the odd panel left
-/// after the 6×32 pairs (attention's head widths 40 and 80 give 3 and 5 panels).
-public func avx512Tile6x16(_ kc: Int, _ a: UnsafePointer<Float>, _ rs: Int, _ ks: Int,
-                           _ b: UnsafePointer<Float>,
-                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
-    typealias V = SIMD16<Float>
-    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
-    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
-    let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
-    var p = b
-    var off = 0
-    for _ in 0..<kc {
-        let v = load(p)
-        c0 = c0.addingProduct(V(repeating: a0[off]), v)
-        c1 = c1.addingProduct(V(repeating: a1[off]), v)
-        c2 = c2.addingProduct(V(repeating: a2[off]), v)
-        c3 = c3.addingProduct(V(repeating: a3[off]), v)
-        c4 = c4.addingProduct(V(repeating: a4[off]), v)
-        c5 = c5.addingProduct(V(repeating: a5[off]), v)
-        off += ks; p += 16
-    }
-    @inline(__always) func put(_ r: Int, _ v: V) {
-        let row = c + r * ldc
-        if accumulate {
-            store(row, load(row) + v)
-        } else {
-            store(row, scale == 1 ? v : v * scale)
-        }
-    }
-    put(0, c0); put(1, c1); put(2, c2); put(3, c3); put(4, c4); put(5, c5)
 }
 
 /// C[12×32] = scale · A[12×kc] · [B0 | B1] (or C += …): two 6-row A panels (`top`, `bottom`, each
@@ -136,9 +105,11 @@ public func avx512Tile12x32(_ kc: Int, _ top: UnsafePointer<Float>, _ bottom: Un
 /// known here every broadcast is a fixed displacement from one pointer, so the loop has two
 /// pointer increments instead of the strided version's dozen address computations, which share
 /// the FMA ports (the strided loop issues ~36 vector-port uops per 24 FMAs). Same k order, same bits.
+/// B rows step by `bStep` as in `avx512Tile6x32` (a register add either way).
 public func avx512Tile12x32Packed(_ kc: Int, _ a: UnsafePointer<Float>,
                                   _ b0: UnsafePointer<Float>, _ b1: UnsafePointer<Float>,
-                                  _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1) {
+                                  _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, scale: Float = 1,
+                                  bStep: Int = 16) {
     typealias V = SIMD16<Float>
     @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
@@ -175,7 +146,7 @@ public func avx512Tile12x32Packed(_ kc: Int, _ a: UnsafePointer<Float>,
         ca0 = ca0.addingProduct(av, v0); ca1 = ca1.addingProduct(av, v1)
         av = V(repeating: t[lower + 5])
         cb0 = cb0.addingProduct(av, v0); cb1 = cb1.addingProduct(av, v1)
-        t += 6; p0 += 16
+        t += 6; p0 += bStep
     }
     @inline(__always) func put(_ r: Int, _ lo: V, _ hi: V) { storeRow32(c + r * ldc, lo, hi, accumulate, scale) }
     put(0, c00, c01); put(1, c10, c11); put(2, c20, c21); put(3, c30, c31)

@@ -1,53 +1,54 @@
-// The softmax row helpers of Kernels' attention, 16 lanes at a time.
+// The online-softmax step of Kernels' attention, 16 query columns at a time.
 
-/// The largest of x[0 ..< n] (−∞ for n = 0): the 16-lane twin of Kernels' `maxOf` (a maximum
-/// does not depend on the order it is taken in, so both give the same value).
-public func avx512MaxOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+/// The 16-lane twin of Kernels' `softmaxColumns` (see there for the contract): one key block's
+/// scores Sᵀ (`rows` × `cols`, row stride `cols`, a multiple of 16) become probabilities in place,
+/// the running column maxima and sums are updated, and the `oRows` rows of Oᵀ (row stride `cols`)
+/// are rescaled where a maximum grew. Every lane does exactly the 8-lane code's operations in the
+/// same order (maxima by compare-and-select, exponentials by the same polynomial, sums down the
+/// rows), so both give the same bits.
+public func avx512SoftmaxColumns(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
+                                 runMax: UnsafeMutablePointer<Float>, runSum: UnsafeMutablePointer<Float>,
+                                 o: UnsafeMutablePointer<Float>, oRows: Int, causalDiagonal: Int?) {
     typealias V = SIMD16<Float>
-    var mv = V(repeating: -.infinity)
-    var j = 0
-    // Masked selects, not `pointwiseMax`: that one is lowered lane by lane with NaN handling.
-    while j + 16 <= n {
-        let v = UnsafeRawPointer(x + j).loadUnaligned(as: V.self)
-        mv.replace(with: v, where: v .> mv)
-        j += 16
+    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    var g = 0
+    while g < cols {
+        // Masked (key after query): row r, column g + lane, when r − (g + lane) > diagonal.
+        let firstMasked = causalDiagonal.map { lanes &+ Int32(g + $0) }
+        let mOld = load(runMax + g)
+        var bm = V(repeating: -.infinity)
+        for r in 0..<rows {
+            var x = load(s + r * cols + g)
+            if let firstMasked {
+                let masked = SIMD16<Int32>(repeating: Int32(r)) .> firstMasked
+                x.replace(with: -.infinity, where: masked)
+                store(s + r * cols + g, x)
+            }
+            bm.replace(with: x, where: x .> bm)
+        }
+        var mNew = mOld
+        mNew.replace(with: bm, where: bm .> mOld)
+        var sum = load(runSum + g)
+        if any(mNew .!= mOld) {
+            // Columns whose maximum stayed put keep factor 1 (exactly what 2^0 gives; also for a
+            // column with no visible key yet, where −∞ − (−∞) would be NaN).
+            var corr = exp2NonPositive16(mOld - mNew)
+            corr.replace(with: 1, where: mNew .== mOld)
+            sum *= corr
+            for r in 0..<oRows { store(o + r * cols + g, load(o + r * cols + g) * corr) }
+        }
+        for r in 0..<rows {
+            var e = exp2NonPositive16(load(s + r * cols + g) - mNew)
+            if let firstMasked { e.replace(with: 0, where: SIMD16<Int32>(repeating: Int32(r)) .> firstMasked) }
+            store(s + r * cols + g, e)
+            sum += e
+        }
+        store(runMax + g, mNew)
+        store(runSum + g, sum)
+        g += 16
     }
-    var h = mv.lowHalf
-    h.replace(with: mv.highHalf, where: mv.highHalf .> h)
-    var m = max(max(max(h[0], h[1]), max(h[2], h[3])), max(max(h[4], h[5]), max(h[6], h[7])))
-    while j < n { m = max(m, x[j]); j += 1 }
-    return m
-}
-
-/// x[j] ← 2^(x[j] − m) for j < n; returns the sum. The 16-lane twin of Kernels'
-/// `exp2Shifted`: the same polynomial and rounding for every element, and the same two 8-lane
-/// partial sums (lanes 0-7 and 8-15 of the accumulator; a short tail goes to the half the 8-lane
-/// code adds it to), added up in the same order, so both give the same bits.
-public func avx512Exp2Shifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Float {
-    typealias V = SIMD16<Float>
-    let mv = V(repeating: m)
-    var s = V()
-    var j = 0
-    while j + 16 <= n {
-        let e = exp2NonPositive16(UnsafeRawPointer(x + j).loadUnaligned(as: V.self) - mv)
-        UnsafeMutableRawPointer(x + j).storeBytes(of: e, as: V.self)
-        s += e
-        j += 16
-    }
-    if j < n {
-        // 8 or more left: lanes 0..<rest (the 8-lane code's whole vector, then its tail);
-        // fewer: lanes 8..<8+rest (its tail alone, which it adds to its second sum).
-        let rest = n - j
-        let first = rest >= 8 ? 0 : 8
-        var t = V(repeating: -.infinity)
-        for l in 0..<rest { t[first + l] = x[j + l] }
-        var e = exp2NonPositive16(t - mv)
-        for l in 0..<16 where l < first || l >= first + rest { e[l] = 0 }
-        for l in 0..<rest { x[j + l] = e[first + l] }
-        s += e
-    }
-    let v = s.lowHalf + s.highHalf
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
 }
 
 /// 2^x for x ≤ 0, lane by lane exactly as Kernels' `vexp2NonPositive` (see there).

@@ -52,7 +52,7 @@ final class AttentionTests: XCTestCase {
     }
 
     func testMultipleKeyAndQueryBlocks() {
-        // 300 keys: two key blocks (256 + 44); 100 queries: three query blocks.
+        // 300 keys: two key blocks (240 + 60); 100 queries: one query block of 4 or 7 chunks.
         check(batch: 1, heads: 2, lq: 100, lk: 300, d: 40, seed: 5)
         check(batch: 2, heads: 1, lq: 60, lk: 520, d: 64, rowPad: 5, seed: 6)
         check(batch: 1, heads: 1, lq: 9, lk: 270, d: 17, seed: 7)
@@ -64,9 +64,10 @@ final class AttentionTests: XCTestCase {
         check(batch: 1, heads: 2, lq: 5, lk: 5, d: 64, causal: true, threads: 1, seed: 10)
     }
 
-    func testHeadDimsAroundKernelWidths() {
-        // 24 and 56 take the 4×24 kernel (16·n + 8); 8 the 6×8 tail; 16 and 20 plain 16-wide panels.
-        for (i, d) in [8, 16, 20, 24, 56].enumerated() {
+    func testHeadDimsAroundPanelHeights() {
+        // Oᵀ has d rows in 6-row panels, paired on AVX-512: whole panels (6, 12, 24), a padded
+        // last panel (8, 20, 40, 56), an odd panel count (7: 2 panels; 20: 4; 56: 10 -> 9 + 1).
+        for (i, d) in [6, 7, 8, 12, 20, 24, 56].enumerated() {
             check(batch: 1, heads: 2, lq: 31, lk: 45, d: d, seed: 20 + UInt64(i))
         }
     }
@@ -76,6 +77,12 @@ final class AttentionTests: XCTestCase {
         check(batch: 1, heads: 1, lq: 7, lk: 9, d: 512, seed: 12)
     }
 
+    func testManyQueryBlocksAndKeyBlocksWithCausalMask() {
+        // 500 queries: 3 query blocks (192 + 192 + 116); causal over 3 key blocks (240 + 240 + 20),
+        // so chunks skip blocks wholly after them and mask inside the diagonal blocks.
+        check(batch: 1, heads: 2, lq: 500, lk: 500, d: 40, causal: true, seed: 14)
+    }
+
     /// On an AVX-512 CPU the products run on the 16-wide tiles; both paths must meet the reference,
     /// and (each k sum being one in-order FMA chain in either) give the same bits.
     func testAVX512AndAVX2PathsBothMatch() {
@@ -83,8 +90,8 @@ final class AttentionTests: XCTestCase {
         defer { gemmUsesAVX512 = saved }
         for path in saved ? [true, false] : [false] {
             gemmUsesAVX512 = path
-            check(batch: 2, heads: 2, lq: 70, lk: 300, d: 40, seed: 30)     // 3 panels: a pair and one
-            check(batch: 1, heads: 1, lq: 13, lk: 50, d: 80, seed: 31)      // 5 panels
+            check(batch: 2, heads: 2, lq: 70, lk: 300, d: 40, seed: 30)     // 7 panels of Vᵀ: 3 pairs and one
+            check(batch: 1, heads: 1, lq: 13, lk: 50, d: 80, seed: 31)      // 14 panels
             check(batch: 1, heads: 2, lq: 20, lk: 33, d: 64, causal: true, seed: 32)
             check(batch: 1, heads: 1, lq: 9, lk: 17, d: 8, seed: 33)
         }
@@ -103,21 +110,42 @@ final class AttentionTests: XCTestCase {
         XCTAssertEqual(outs[0], outs[1], "AVX-512 and AVX2 attention differ")
     }
 
-    /// The softmax row helpers' AVX-512 twins give the same bits for every length (whole
-    /// 16-lane vectors, an 8-lane step, and short tails), values and sums.
-    func testAVX512SoftmaxRowHelpersMatch() throws {
+    /// The column softmax's AVX-512 twin gives the same bits as the 8-lane one: probabilities,
+    /// running maxima and sums, and the rescaled Oᵀ, over blocks that raise some columns' maxima
+    /// and not others, with and without a causal mask; probabilities (≤ 1, within 2e-7: the float
+    /// difference s − max rounds) and sums also meet a Double reference.
+    func testAVX512SoftmaxColumnsMatch() throws {
         guard gemmUsesAVX512 else { throw XCTSkip("no AVX-512 on this CPU") }
         var rng = TestRNG(35)
-        for n in [0, 1, 5, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 40, 48, 57, 256] {
-            var x = (0..<n).map { _ in rng.next() * 30 - 25 }
-            if n > 3 { x[2] = -.infinity; x[3] = -200 }            // masked, and below the 2^-126 clamp
-            let m = x.max() ?? 0
-            XCTAssertEqual(avx512MaxOf(x, n).bitPattern, maxOf(x, n).bitPattern, "max, n \(n)")
-            var a = x, b = x
-            let sa = exp2Shifted(&a, n, m), sb = avx512Exp2Shifted(&b, n, m)
-            XCTAssertEqual(sa.bitPattern, sb.bitPattern, "sum, n \(n)")
-            XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "values, n \(n)")
-            if n > 0 { XCTAssertEqual(Double(sa), a.reduce(0.0) { $0 + Double($1) }, accuracy: 1e-5 * Double(sa), "n \(n)") }
+        let cols = 32, oRows = 12
+        for (rows, diagonal) in [(1, nil), (7, nil), (240, nil), (60, 3), (60, -20)] as [(Int, Int?)] {
+            var maxA = (0..<cols).map { c in c % 3 == 0 ? -Float.infinity : rng.next() * 10 }
+            var sumA = (0..<cols).map { c in c % 3 == 0 ? 0 : 1 + rng.next() }
+            var oA = (0..<(oRows * cols)).map { _ in rng.next() }
+            let scores = (0..<(rows * cols)).map { _ in rng.next() * 30 - 15 }
+            var sA = scores
+            var maxB = maxA, sumB = sumA, oB = oA, sB = scores
+            let oldMax = maxA, oldSum = sumA
+            softmaxColumns(&sA, rows: rows, cols: cols, runMax: &maxA, runSum: &sumA, o: &oA, oRows: oRows, causalDiagonal: diagonal)
+            avx512SoftmaxColumns(&sB, rows: rows, cols: cols, runMax: &maxB, runSum: &sumB, o: &oB, oRows: oRows, causalDiagonal: diagonal)
+            let label = "rows \(rows) diagonal \(String(describing: diagonal))"
+            XCTAssertEqual(sA.map(\.bitPattern), sB.map(\.bitPattern), "probabilities, " + label)
+            XCTAssertEqual(maxA.map(\.bitPattern), maxB.map(\.bitPattern), "maxima, " + label)
+            XCTAssertEqual(sumA.map(\.bitPattern), sumB.map(\.bitPattern), "sums, " + label)
+            XCTAssertEqual(oA.map(\.bitPattern), oB.map(\.bitPattern), "rescaled O, " + label)
+            for c in 0..<cols {
+                var m = Double(oldMax[c]), e = 0.0
+                for r in 0..<rows where diagonal.map({ r - c <= $0 }) ?? true { m = max(m, Double(scores[r * cols + c]) ) }
+                for r in 0..<rows {
+                    let visible = diagonal.map { r - c <= $0 } ?? true
+                    let p = visible ? pow(2, Double(scores[r * cols + c]) - m) : 0
+                    XCTAssertEqual(Double(sA[r * cols + c]), p, accuracy: 2e-7, "p(\(r), \(c)), " + label)
+                    e += p
+                }
+                let want = Double(oldSum[c]) * (oldMax[c] == -.infinity ? 0 : pow(2, Double(oldMax[c]) - m)) + e
+                XCTAssertEqual(Double(maxA[c]), m, "max of column \(c), " + label)
+                XCTAssertEqual(Double(sumA[c]), want, accuracy: 1e-5 * want, "sum of column \(c), " + label)
+            }
         }
     }
 
