@@ -110,7 +110,7 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
             let bh = item / qBlocks
             let h = bh % g.heads, b = bh / g.heads
             if packedHead != bh {
-                packKeyPanels(k + b * L * g.kRowStride + h * d, g.kRowStride, L, d, lPad, kp)
+                packRowPanels(k + b * L * g.kRowStride + h * d, g.kRowStride, L, lPad, d, width: 6, kp)
                 for kb in 0..<kBlocks {
                     let k0 = kb * bk
                     packValuePanels(v + (b * L + k0) * g.vRowStride + h * d, g.vRowStride, min(bk, L - k0), d, dPad,
@@ -121,7 +121,7 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
             let q0 = qb * bq
             let nq = min(bq, g.queryLength - q0)
             let chunks = (nq + w - 1) / w
-            packQueryPanels(q + (b * g.queryLength + q0) * g.qRowStride + h * d, g.qRowStride, nq, chunks * w, d, qt)
+            packRowPanels(q + (b * g.queryLength + q0) * g.qRowStride + h * d, g.qRowStride, nq, chunks * w, d, width: 16, qt)
             for i in 0..<(chunks * w) { runMax[i] = -.infinity; runSum[i] = 0 }
             o.update(repeating: 0, count: chunks * w * dPad)
             let keyEnd = g.causal ? min(L, q0 + nq) : L
@@ -187,17 +187,18 @@ func attentionWorker(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: Unsafe
     }
 }
 
-/// K rows [0, n) of one head as 6-key A panels (key j, dim p at (j/6)·6d + p·6 + j%6), keys
-/// n..<nPad zero (their scores are computed, never used).
-private func packKeyPanels(_ k: UnsafePointer<Float>, _ rowStride: Int, _ n: Int, _ d: Int, _ nPad: Int,
-                           _ dst: UnsafeMutablePointer<Float>) {
+/// Rows [0, n) of one head (K or Q) transposed into panels of `width` rows: row j, dim p at
+/// (j/width)·width·d + p·width + j%width. K as 6-key A panels of Sᵀ = K·Qᵀ, Q as 16-query B
+/// panels. Rows n..<nPad are zero (their scores are computed, never used).
+private func packRowPanels(_ src: UnsafePointer<Float>, _ rowStride: Int, _ n: Int, _ nPad: Int, _ d: Int,
+                           width: Int, _ dst: UnsafeMutablePointer<Float>) {
     for j in 0..<nPad {
-        let panel = dst + (j / 6) * 6 * d + j % 6
+        let panel = dst + (j / width) * width * d + j % width
         if j < n {
-            let row = k + j * rowStride
-            for p in 0..<d { panel[p * 6] = row[p] }
+            let row = src + j * rowStride
+            for p in 0..<d { panel[p * width] = row[p] }
         } else {
-            for p in 0..<d { panel[p * 6] = 0 }
+            for p in 0..<d { panel[p * width] = 0 }
         }
     }
 }
@@ -214,21 +215,6 @@ private func packValuePanels(_ v: UnsafePointer<Float>, _ rowStride: Int, _ n: I
             let t = panel + j * 6
             for r in 0..<m { t[r] = src[r] }
             for r in m..<6 { t[r] = 0 }
-        }
-    }
-}
-
-/// Qᵀ of n query rows as 16-query B panels (query j, dim p at (j/16)·16d + p·16 + j%16), queries
-/// n..<nPad zero.
-private func packQueryPanels(_ q: UnsafePointer<Float>, _ rowStride: Int, _ n: Int, _ nPad: Int, _ d: Int,
-                             _ dst: UnsafeMutablePointer<Float>) {
-    for j in 0..<nPad {
-        let panel = dst + (j / 16) * 16 * d + j % 16
-        if j < n {
-            let row = q + j * rowStride
-            for p in 0..<d { panel[p * 16] = row[p] }
-        } else {
-            for p in 0..<d { panel[p * 16] = 0 }
         }
     }
 }
