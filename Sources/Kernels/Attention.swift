@@ -238,10 +238,8 @@ func softmaxColumns(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
         var bm = F8(repeating: -.infinity)
         for r in 0..<rows {
             var x = ld8(s + r * cols + g)
-            if let firstMasked {
-                x.replace(with: -.infinity, where: SIMD8<Int32>(repeating: Int32(r)) .> firstMasked)
-                st8(s + r * cols + g, x)
-            }
+            // Masked scores stay out of the maximum; the exponential pass below zeroes them.
+            if let firstMasked { x.replace(with: -.infinity, where: SIMD8<Int32>(repeating: Int32(r)) .> firstMasked) }
             bm.replace(with: x, where: x .> bm)
         }
         var mNew = mOld

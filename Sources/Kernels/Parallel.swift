@@ -159,7 +159,6 @@ final class WorkerPool: @unchecked Sendable {
     }
 }
 
-
 public struct UncheckedBox<T>: @unchecked Sendable {
     public let value: T
     @inlinable public init(_ v: T) { value = v }

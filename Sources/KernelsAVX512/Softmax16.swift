@@ -21,11 +21,8 @@ public func avx512SoftmaxColumns(_ s: UnsafeMutablePointer<Float>, rows: Int, co
         var bm = V(repeating: -.infinity)
         for r in 0..<rows {
             var x = load(s + r * cols + g)
-            if let firstMasked {
-                let masked = SIMD16<Int32>(repeating: Int32(r)) .> firstMasked
-                x.replace(with: -.infinity, where: masked)
-                store(s + r * cols + g, x)
-            }
+            // Masked scores stay out of the maximum; the exponential pass below zeroes them.
+            if let firstMasked { x.replace(with: -.infinity, where: SIMD16<Int32>(repeating: Int32(r)) .> firstMasked) }
             bm.replace(with: x, where: x .> bm)
         }
         var mNew = mOld
