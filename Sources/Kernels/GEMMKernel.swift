@@ -264,6 +264,44 @@ protocol GemmPackA {
     /// Packs into `dst` (room for ⌈mc/MR⌉·MR·kc floats), or returns in-place / pre-packed data.
     /// Every panel of the result must address MR readable rows (pad short ones).
     func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels
+    /// Whether `packA` always copies into `dst` (so rectangles that share rows would copy the
+    /// same panels again) rather than returning data that is already in place.
+    var copiesA: Bool { get }
+}
+
+extension GemmPackA {
+    var copiesA: Bool { false }
+}
+
+/// A packed once for a whole product, in the driver's own blocking: k block [p0, p0 + kc) holds
+/// mPad/MR panels of MR·kc floats from base + p0·mPad (panel of row i0 at + i0·kc).
+struct SharedA: GemmPackA {
+    let base: UnsafePointer<Float>
+    let mPad: Int
+    @inline(__always)
+    func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {
+        .packed(base + p0 * mPad + i0 * kc, kc: kc)
+    }
+}
+
+/// Packs all of A into `SharedA`'s layout at `dst` (mPad·k floats), k blocks and row panels
+/// split over the workers.
+func packWholeA<PA: GemmPackA>(_ pa: PA, m: Int, k: Int, into dst: UnsafeMutablePointer<Float>, workers: Int) {
+    let kcStep = kBlockSize(k)
+    let kBlocks = (k + kcStep - 1) / kcStep
+    let panels = (m + gemmMR - 1) / gemmMR
+    let mPad = panels * gemmMR
+    let parts = min(panels, workers)  // row ranges per k block
+    let box = UncheckedBox(pa)
+    parallelChunks(kBlocks * parts, workers: workers) { t in
+        let kb = t / parts, part = t % parts
+        let p0 = kb * kcStep, kc = min(kcStep, k - p0)
+        let i0 = panels * part / parts * gemmMR
+        let i1 = min(m, panels * (part + 1) / parts * gemmMR)
+        if i0 >= i1 { return }
+        let panelsOut = box.value.packA(i0, i1 - i0, p0, kc, dst + p0 * mPad + i0 * kc)
+        precondition(panelsOut.base == UnsafePointer(dst + p0 * mPad + i0 * kc), "packWholeA needs an A that copies")
+    }
 }
 
 /// Supplies packed B blocks (k range p0..<p0+kc, columns j0..<j0+nc of op(B)).
@@ -286,6 +324,9 @@ struct DenseA: GemmPackA {
     @usableFromInline init(_ a: UnsafePointer<Float>, _ lda: Int, _ trans: Bool) {
         self.a = a; self.lda = lda; self.trans = trans
     }
+
+    /// The cases in which `packA` copies (see there).
+    @usableFromInline var copiesA: Bool { trans || lda % 1024 == 0 || (gemmUsesAVX512 && gemmPacksDenseA) }
 
     @inline(__always) @usableFromInline
     func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {

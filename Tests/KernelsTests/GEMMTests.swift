@@ -146,6 +146,34 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// Split along N, the column rectangles share one packing of A (`packWholeA`) instead of each
+    /// packing its own. Every element still sums its k terms in the same order, so 1, 2 and 3
+    /// threads must give the same bits as well as match the reference: a shared panel that was
+    /// misplaced (wrong k block offset, wrong row panel, a short last panel not zero-padded)
+    /// would break both. Shapes like a text encoder's: 154 rows (a short last panel), several
+    /// k blocks, A plain and transposed, and a 4 KB row stride.
+    func testColumnSplitSharesOnePackedA() {
+        var seed: UInt64 = 470
+        for (m, n, k, transA, padA) in [(154, 768, 600, false, 0), (154, 300, 77, true, 3), (25, 700, 1024, false, 0),
+                                        (20, 400, 30, false, 1024 - 30)] {
+            let cs = Case(m: m, n: n, k: k, transA: transA, padA: padA)
+            run(cs, threadCounts: [1, 2, 3], seed: seed)
+            var rng = TestRNG(seed); seed += 1
+            let lda = (transA ? m : k) + padA
+            let a = rng.array((transA ? k : m) * lda), b = rng.array(k * n)
+            var results: [[UInt32]] = []
+            for threads in [1, 2, 3] {
+                var c = [Float](repeating: .nan, count: m * n)
+                withThreads(threads) {
+                    sgemm(transA: transA, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, c: &c, ldc: n)
+                }
+                results.append(c.map(\.bitPattern))
+            }
+            XCTAssertEqual(results[0], results[1], "\(cs): 1 vs 2 threads")
+            XCTAssertEqual(results[0], results[2], "\(cs): 1 vs 3 threads")
+        }
+    }
+
     func testStridedOperands() {
         var seed: UInt64 = 100
         for t in 0..<4 {
