@@ -178,7 +178,7 @@ def caption_table(recs, tok):
 def x0_weight(snr, a):
     """Weight of the squared x0 error at these SNRs: min-SNR-gamma's min(SNR, gamma), raised to
     at least --x0-floor. Plain min-SNR leaves x0 errors at high noise a weight of about SNR,
-    which under the linear schedule is below 0.01 for t > 600 — yet those steps decide what
+    which under the linear schedule is below 0.01 for t >= 674 — yet those steps decide what
     the picture shows, and a model trained that way drew the family of a rare concept (a flag,
     a food) instead of the concept (measured: at t 800-1000 the caption "flag: japan" did not
     lower the x0 error of the Japanese flag below the unconditional prediction's)."""
@@ -331,7 +331,7 @@ def main():
     u.add_argument("--ema", type=float, default=0.999)
     u.add_argument("--min-snr", type=float, default=5.0)
     u.add_argument("--x0-floor", type=float, default=0.0,
-                   help="lowest weight of the x0 error at high noise (0 = plain min-SNR; 0.1 from step 10,800 of the default model)")
+                   help="lowest weight of the x0 error at high noise (0 = plain min-SNR; 0.1 from step 10,825 of the default model)")
     u.add_argument("--log-every", type=int, default=20)
     u.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"])
     u.add_argument("--run", default="", help="run folder name under the training dir (default unet-<name>)")
