@@ -332,9 +332,10 @@ struct DenseA: GemmPackA {
     func packA(_ i0: Int, _ mc: Int, _ p0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) -> APanels {
         if !trans {
             let full = mc / gemmMR * gemmMR
-            // In place unless the row stride is a multiple of 4 KB: then all rows of a panel
-            // fall into the same L1 set (and few L2 sets) and evict each other.
-            if full == mc && lda % 1024 != 0 && !(gemmUsesAVX512 && gemmPacksDenseA) {
+            // In place unless `copiesA`: the AVX-512 tile wants packed panels, and with a row
+            // stride that is a multiple of 4 KB all rows of a panel fall into the same L1 set
+            // (and few L2 sets) and evict each other.
+            if full == mc && !copiesA {
                 return .inPlace(a + i0 * lda + p0, lda: lda)
             }
             // Pack the whole block: always for the AVX-512 tile, else for a short last panel (once

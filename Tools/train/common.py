@@ -66,6 +66,13 @@ SCHEDULER_CONFIG = dict(
 )
 
 
+def training_scheduler():
+    """The noise schedule of training: a DDPMScheduler on SCHEDULER_CONFIG (without the DDIM-only keys)."""
+    from diffusers import DDPMScheduler
+    return DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items()
+                            if not k.startswith("_") and k not in ("set_alpha_to_one", "steps_offset")})
+
+
 # A file holding a thread count (1 or 2) that a running job rereads every few steps, so a long
 # run can give a core back to other work on the shared machine without stopping.
 THREADS_FILE = os.environ.get("DARKROOM_TRAIN_THREADS_FILE", os.path.join(WORK, "threads"))

@@ -37,7 +37,6 @@ def main():
     ap.add_argument("--data", default=os.path.join(C.WORK, "dataset-64"))
     ap.add_argument("--samples", type=int, default=48, help="noised copies per image and band")
     a = ap.parse_args()
-    from diffusers import DDPMScheduler
     torch.set_num_threads(1)
     recs, _ = C.load_dataset(a.data)
     lat = torch.load(os.path.join(C.WORK, "latents.pt"))
@@ -48,7 +47,7 @@ def main():
     unet.load_state_dict(st["ema_unet"])
     te.eval()
     unet.eval()
-    sched = DDPMScheduler(**{k: v for k, v in C.SCHEDULER_CONFIG.items() if not k.startswith("_") and k not in ("set_alpha_to_one", "steps_offset")})
+    sched = C.training_scheduler()
     acp = sched.alphas_cumprod
     tok = C.load_tokenizer()
     index = {r["id"]: i for i, r in enumerate(recs)}

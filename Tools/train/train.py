@@ -186,7 +186,6 @@ def x0_weight(snr, a):
 
 
 def cmd_unet(a):
-    from diffusers import DDPMScheduler
     C.set_threads()
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
@@ -197,7 +196,7 @@ def cmd_unet(a):
     tok = C.load_tokenizer()
     ids_table, per = caption_table(recs, tok)
     weights = torch.tensor(C.sampling_weights(recs), dtype=torch.float64)
-    sched = DDPMScheduler(**{k: v for k, v in C.SCHEDULER_CONFIG.items() if not k.startswith("_") and k not in ("set_alpha_to_one", "steps_offset")})
+    sched = C.training_scheduler()
     acp = sched.alphas_cumprod
     snr = acp / (1 - acp)
     te, unet = build(a.unet)
