@@ -6,7 +6,7 @@
 //   swift run -c release KernelBench torch-script    # prints the PyTorch twin of this benchmark
 // Groups: peak, tile (AVX-512 tiles with operands in L1 vs the 16-lane FMA peak; TILE_KC sets
 // their k), gemm, gemm1 (single-thread GEMM), packed, conv, winograd (im2col vs Winograd),
-// attention, norm, eltwise.
+// attention, norm, eltwise; blocking (not in the default set: MC/KC/NC candidates, interleaved).
 // Rates are min / median / max over the runs (wall clock), plus the median per CPU-second of
 // our threads ("per core-s"), which discounts time other jobs on this shared machine took.
 // Environment: DARKROOM_GEMM_MC / _KC / _NC override the GEMM cache blocking (for tuning).
@@ -196,7 +196,7 @@ func benchGemm(threads: Int) {
 
 func benchPacked() {
     header("sgemm with pre-packed weights (PackedMatrix) and fused epilogue")
-    for (m, n, k) in [(4096, 320, 320), (4096, 1280, 320), (154, 3072, 768), (2, 1280, 320)] {
+    for (m, n, k) in [(4096, 320, 320), (4096, 1280, 320), (2048, 640, 640), (512, 1280, 1280), (128, 1280, 1280), (154, 3072, 768), (2, 1280, 320)] {
         let x = Buffer(m * k, seed: 1), w = Buffer(n * k, seed: 2), bias = Buffer(n, seed: 4), c = Buffer(m * n, seed: 3)
         let flops = 2.0 * Double(m) * Double(n) * Double(k)
         let t0 = measure {
@@ -217,6 +217,93 @@ func benchPacked() {
         }
         report("x·Wᵀ + bias, packed fp16 \(m)×\(n)×\(k)", work: flops, t2)
     }
+}
+
+// MARK: - Cache blocking
+
+/// The U-Net's products at 512 px (batch 2) under several cache blockings, interleaved: each
+/// round runs every shape once per blocking, so a drift in the machine's speed (other tenants)
+/// hits all blockings alike. Prints, per blocking, the median over rounds of its CPU time
+/// relative to the first blocking's in the same round, per shape and in total.
+/// `KB_BLOCKING="96,256,512 96,384,256"` lists the blockings (MC,KC,NC; the first is the
+/// reference); `KB_ROUNDS` the rounds (default 7).
+func benchBlocking() {
+    let env = ProcessInfo.processInfo.environment
+    let spec = env["KB_BLOCKING"] ?? "96,256,512 96,384,512 96,256,256 192,256,512"
+    let configs: [(mc: Int, kc: Int, nc: Int)] = spec.split(separator: " ").compactMap { item in
+        let v = item.split(separator: ",").compactMap { Int($0) }
+        return v.count == 3 ? (v[0], v[1], v[2]) : nil
+    }
+    let rounds = Int(env["KB_ROUNDS"] ?? "") ?? 7
+    guard !configs.isEmpty else { print("KB_BLOCKING: no MC,KC,NC triples"); return }
+    header("cache blocking, \(Threads.count) thread(s), \(rounds) interleaved rounds: CPU time vs \(configs[0])")
+    let saved = gemmCacheBlocking
+    defer { gemmCacheBlocking = saved }
+    // Linear layers x·Wᵀ (fp16 packed weights as the model holds them) and Winograd 3x3 convs.
+    let linears: [(String, Int, Int, Int)] = [
+        ("linear 8192×320×320", 8192, 320, 320), ("geglu in 8192×2560×320", 8192, 2560, 320),
+        ("ff out 8192×320×1280", 8192, 320, 1280), ("linear 2048×640×640", 2048, 640, 640),
+        ("geglu in 2048×5120×640", 2048, 5120, 640), ("linear 512×1280×1280", 512, 1280, 1280),
+    ]
+    let convs: [(String, Int, Int, Int, Int)] = [
+        ("conv 320 @64×64 ×2", 2, 320, 320, 64), ("conv 640 @32×32 ×2", 2, 640, 640, 32),
+        ("conv 1280 @16×16 ×2", 2, 1280, 1280, 16), ("conv 2560→1280 @16×16 ×2", 2, 2560, 1280, 16),
+    ]
+    var jobs: [(name: String, run: [() -> Void])] = []
+    var keep: [AnyObject] = []
+    for (name, m, n, k) in linears {
+        let x = Buffer(m * k, seed: 1), w = Buffer(n * k, seed: 2), c = Buffer(m * n, seed: 3)
+        keep += [x, w, c]
+        let packed: [PackedMatrix] = configs.map { cfg in
+            gemmCacheBlocking = cfg
+            return PackedMatrix(b: w.p, ldb: k, transposed: true, k: k, n: n, storage: .float16)
+        }
+        jobs.append((name, packed.map { pm in { sgemm(m: m, n: n, k: k, a: x.p, lda: k, b: pm, c: c.p, ldc: n) } }))
+    }
+    for (name, b, cin, cout, hw) in convs {
+        let x = Buffer(b * cin * hw * hw, seed: 1), wt = Buffer(cout * cin * 9, seed: 2)
+        for i in 0..<wt.count { wt.p[i] *= 0.05 }
+        let y = Buffer(b * cout * hw * hw, seed: 4)
+        keep += [x, wt, y]
+        let packed: [PackedMatrix] = configs.map { cfg in
+            gemmCacheBlocking = cfg
+            return PackedMatrix(a: wt.p, lda: cin * 9, m: cout, k: cin * 9, storage: .float16)
+        }
+        jobs.append((name, packed.map { pm in {
+            conv2d(input: x.p, batch: b, inChannels: cin, height: hw, width: hw, weight: pm, bias: nil,
+                   kernelH: 3, kernelW: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: y.p)
+        } }))
+    }
+    // cpu[config][job][round]
+    var cpu = [[[Double]]](repeating: [[Double]](repeating: [], count: jobs.count), count: configs.count)
+    for round in 0...rounds {
+        for (ci, cfg) in configs.enumerated() {
+            gemmCacheBlocking = cfg
+            for (ji, job) in jobs.enumerated() {
+                let c0 = cpuNow()
+                job.run[ci]()
+                if round > 0 { cpu[ci][ji].append(cpuNow() - c0) }   // round 0 warms up
+            }
+        }
+    }
+    func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
+    func cell(_ s: String) -> String { String(repeating: " ", count: max(1, 14 - s.count)) + s }
+    var line = "shape".padding(toLength: 28, withPad: " ", startingAt: 0) + cell("ref ms")
+    for cfg in configs.dropFirst() { line += cell("\(cfg.mc),\(cfg.kc),\(cfg.nc)") }
+    print(line)
+    for ji in 0...jobs.count {
+        let name = ji < jobs.count ? jobs[ji].name : "total"
+        let series: (Int) -> [Double] = { ci in
+            ji < jobs.count ? cpu[ci][ji] : (0..<rounds).map { r in cpu[ci].reduce(0) { $0 + $1[r] } }
+        }
+        var row = name.padding(toLength: 28, withPad: " ", startingAt: 0) + cell(String(format: "%.1f", median(series(0)) * 1e3))
+        for ci in 1..<configs.count {
+            let ratios = zip(series(ci), series(0)).map { $0 / $1 }
+            row += cell(String(format: "%.3f", median(ratios)))
+        }
+        print(row)
+    }
+    withExtendedLifetime(keep) {}
 }
 
 // MARK: - Conv
@@ -474,6 +561,7 @@ if wants("tile") { benchTile() }
 if wants("gemm") { benchGemm(threads: Threads.count) }
 if wants("gemm1") { benchGemm(threads: 1) }
 if wants("packed") { benchPacked() }
+if args.contains("blocking") { benchBlocking() }
 if wants("conv") { benchConv() }
 if wants("winograd") { benchWinograd() }
 if wants("attention") { benchAttention() }

@@ -101,6 +101,47 @@ func conv2dImpl<PA: GemmPackA>(
     let hp = max(height + padTop + padBottom, (outH - 1) * strideH + kernelH)
     let wp = max(width + padLeft + padRight, (outW - 1) * strideW + kernelW)
     let needsPadCopy = !direct && (padTop | padLeft | padBottom | padRight) != 0
+    // Small feature maps (the U-Net's 16×16 and 8×8 levels at 512 px): one product over all
+    // images, columns image by image. Per image, the weights (A) would be widened from fp16 and
+    // streamed once per image for only a few hundred multiply-adds per weight, and a 4×4 map
+    // (16 columns) could not fill the 32-column AVX-512 tile.
+    let srcPlane = needsPadCopy ? hp * wp : inPlane
+    if batch > 1 && batch * spatial <= batchedConvMaxColumns && batch * inChannels * srcPlane < Int(Int32.max) {
+        let imageStride = inChannels * srcPlane
+        let padAll = needsPadCopy ? scratchPool.take(batch * imageStride) : nil
+        defer { if let padAll { scratchPool.give(padAll) } }
+        if let padAll {
+            for nb in 0..<batch {
+                padImage(input + nb * inChannels * inPlane, channels: inChannels, height: height, width: width,
+                         top: padTop, left: padLeft, hp: hp, wp: wp, into: padAll.pointer + nb * imageStride)
+            }
+        }
+        let packer = Im2colB(src: padAll.map { UnsafePointer($0.pointer) } ?? input,
+                             height: needsPadCopy ? hp : height, width: needsPadCopy ? wp : width,
+                             kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW, outW: outW,
+                             spatial: spatial, imageStride: imageStride)
+        let cols = batch * spatial
+        withScratch(outChannels * cols) { tmp in
+            gemmDispatch(wa, packer, m: outChannels, n: cols, k: kk, alpha: 1, beta: 0, c: tmp, ldc: cols,
+                         epilogue: GemmEpilogue(rowBias: bias))
+            // [outChannels, batch·spatial] → [batch, outChannels, spatial], plus the residual.
+            let io = UncheckedBox((UnsafePointer(tmp), SendablePointer(output), residual))
+            parallelFor(batch * outChannels, minChunk: max(1, 16384 / spatial)) { range in
+                let (tmp, out, residual) = io.value
+                for t in range {
+                    let nb = t / outChannels, co = t % outChannels
+                    let src = tmp + co * cols + nb * spatial
+                    let dst = out.p + t * spatial
+                    guard let residual else { dst.update(from: src, count: spatial); continue }
+                    let r = residual + t * spatial
+                    var i = 0
+                    while i + 8 <= spatial { st8(dst + i, ld8(src + i) + ld8(r + i)); i += 8 }
+                    while i < spatial { dst[i] = src[i] + r[i]; i += 1 }
+                }
+            }
+        }
+        return
+    }
     let padBuf = needsPadCopy ? scratchPool.take(inChannels * hp * wp) : nil
     defer { if let padBuf { scratchPool.give(padBuf) } }
 
@@ -123,11 +164,14 @@ func conv2dImpl<PA: GemmPackA>(
             srcH = hp; srcW = wp
         }
         let packer = Im2colB(src: src, height: srcH, width: srcW, kernelH: kernelH, kernelW: kernelW,
-                             strideH: strideH, strideW: strideW, outW: outW)
+                             strideH: strideH, strideW: strideW, outW: outW, spatial: spatial, imageStride: 0)
         gemmDispatch(wa, packer, m: outChannels, n: spatial, k: kk,
                      alpha: 1, beta: 0, c: dst, ldc: spatial, epilogue: epi)
     }
 }
+
+/// Most columns (images × pixels) for which a convolution runs as one product over the batch.
+let batchedConvMaxColumns = 1024
 
 /// Copies an image into a zero-bordered [channels, hp, wp] buffer (top/left offsets given).
 func padImage(_ x: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
@@ -156,15 +200,20 @@ func padImage(_ x: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
     }
 }
 
-/// B operand of a convolution as GEMM: the virtual im2col matrix of an (already padded) image,
-///   cols[(ci·kh + ky)·kw + kx, oy·outW + ox] = src[ci, oy·sh + ky, ox·sw + kx],
+/// B operand of a convolution as GEMM: the virtual im2col matrix of (already padded) images,
+///   cols[(ci·kh + ky)·kw + kx, n·spatial + oy·outW + ox] = src[n·imageStride + ci·plane + (oy·sh + ky)·width + ox·sw + kx],
 /// packed block by block without materialising it. Reads are in bounds by construction.
+/// One image: spatial = outH·outW and any imageStride. Offsets within the images are Int32.
 struct Im2colB: GemmPackB {
     let src: UnsafePointer<Float>
     let height: Int, width: Int
     let kernelH: Int, kernelW: Int
     let strideH: Int, strideW: Int
     let outW: Int
+    let spatial: Int
+    let imageStride: Int
+
+    var copiesB: Bool { true }
 
     @inline(__always)
     func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
@@ -177,11 +226,15 @@ struct Im2colB: GemmPackB {
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: panels * gemmNR + panels) { tmp in
             let colOff = tmp.baseAddress!
             let contiguous = colOff + panels * gemmNR
-            var oy = j0 / outW, ox = j0 % outW
+            var image = j0 / spatial
+            var oy = (j0 % spatial) / outW, ox = j0 % outW
             for j in 0..<nc {
-                colOff[j] = Int32(oy * strideH * width + ox * strideW)
+                colOff[j] = Int32(image * imageStride + oy * strideH * width + ox * strideW)
                 ox += 1
-                if ox == outW { ox = 0; oy += 1 }
+                if ox == outW {
+                    ox = 0; oy += 1
+                    if oy * outW == spatial { oy = 0; image += 1 }
+                }
             }
             for q in 0..<panels {
                 let base = colOff[q * gemmNR]

@@ -81,7 +81,18 @@ struct GemmBlocking: Sendable {
     }
 }
 
-let gemmBlocking = GemmBlocking.fromEnvironment()
+nonisolated(unsafe) var gemmBlocking = GemmBlocking.fromEnvironment()
+
+/// The cache blocking in use (rows, k and columns per block). Settable for tuning benchmarks
+/// (KernelBench `blocking`), between products only: weights packed before a change keep the k
+/// blocks they were cut with, and the packed-operand products refuse them afterwards.
+public var gemmCacheBlocking: (mc: Int, kc: Int, nc: Int) {
+    get { (gemmBlocking.mc, gemmBlocking.kc, gemmBlocking.nc) }
+    set {
+        gemmBlocking = GemmBlocking(mc: max(gemmMR, newValue.mc / gemmMR * gemmMR), kc: max(8, newValue.kc),
+                                    nc: max(gemmNR, newValue.nc / gemmNR * gemmNR))
+    }
+}
 
 /// The k-block size: k split into equal blocks of at most KC (k = 320 → 2 × 160, not 256 + 64).
 @inline(__always)
@@ -142,12 +153,25 @@ func gemmDispatch<PA: GemmPackA, PB: GemmPackB>(
         }
         return
     }
+    if !splitN && chunks > 1 && pb.copiesB && n * k <= sharedBMaxFloats {
+        // Row rectangles all need the whole of B: an im2col B of a small feature map (8×8 at
+        // 1280 channels: 11520 × 128, gathered value by value) was built once per rectangle.
+        let nPad = nTiles * gemmNR
+        withScratch(nPad * k + 64) { shared in
+            packWholeB(pb, n: n, k: k, into: shared, workers: workers)
+            gemmSplit(pa, SharedB(base: UnsafePointer(shared), nPad: nPad), m: m, n: n, k: k, alpha: alpha, beta: beta,
+                      c: c, ldc: ldc, epilogue: epilogue, splitN: false, units: units, unit: unitM, chunks: chunks, workers: workers)
+        }
+        return
+    }
     gemmSplit(pa, pb, m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc, epilogue: epilogue,
               splitN: splitN, units: units, unit: splitN ? unitN : unitM, chunks: chunks, workers: workers)
 }
 
 /// Largest A (in floats) packed once for all column rectangles: 16 MB.
 let sharedAMaxFloats = 4 << 20
+/// Largest B (in floats) packed once for all row rectangles: 16 MB.
+let sharedBMaxFloats = 4 << 20
 
 /// The rectangles of one product on the workers: `chunks` strips of whole `unit`s along N
 /// (`splitN`) or M, claimed as workers free up.
@@ -186,11 +210,15 @@ func gemmWorker<PA: GemmPackA, PB: GemmPackB>(
     c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: GemmEpilogue?
 ) {
     let kcStep = kBlockSize(k)
-    let mcStep = balancedBlock(rows.count, gemmBlocking.mc, gemmMR)
-    let ncStep = balancedBlock(cols.count, gemmBlocking.nc, gemmNR)
+    // Blocks in whole tile pairs (12 rows, 32 columns) so the AVX-512 12x32 tile covers all but
+    // a rectangle's last block: with 6-row units, 2048 rows on two workers made blocks of 90
+    // rows, each ending in a half-speed 6x32 tile, and 1280 columns made 27-panel blocks whose
+    // odd panel fell back to the AVX2 tile.
+    let mcStep = balancedBlock(rows.count, gemmBlocking.mc, 2 * gemmMR)
+    let ncStep = balancedBlock(cols.count, gemmBlocking.nc, 2 * gemmNR)
     let kBlocks = (k + kcStep - 1) / kcStep
     let useBlockBuffer = kBlocks > 1
-    let ldcb = ncStep + gemmNR                 // ncStep is a multiple of 16: odd number of lines
+    let ldcb = ncStep + gemmNR                 // ncStep is a multiple of 32: odd number of lines
     let aSize = mcStep * kcStep + 64
     let bSize = ncStep * k + 64
     let cSize = useBlockBuffer ? mcStep * ldcb + 64 : 0

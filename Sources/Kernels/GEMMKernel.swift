@@ -309,6 +309,44 @@ func packWholeA<PA: GemmPackA>(_ pa: PA, m: Int, k: Int, into dst: UnsafeMutable
 protocol GemmPackB {
     /// Packs into `dst` (room for ⌈nc/NR⌉·NR·kc floats) or returns a pointer to pre-packed data.
     func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+    /// Whether `packB` gathers or copies into `dst` (so row rectangles, which all need every
+    /// column, would do that work once each) rather than returning data that is already packed.
+    var copiesB: Bool { get }
+}
+
+extension GemmPackB {
+    var copiesB: Bool { false }
+}
+
+/// B packed once for a whole product, in the same layout as a pre-packed B: k block
+/// [p0, p0 + kc) holds nPad/NR panels of NR·kc floats from base + p0·nPad (column j0 at + j0·kc).
+struct SharedB: GemmPackB {
+    let base: UnsafePointer<Float>
+    let nPad: Int
+    @inline(__always)
+    func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        base + p0 * nPad + j0 * kc
+    }
+}
+
+/// Packs all of B into `SharedB`'s layout at `dst` (nPad·k floats), k blocks and column panels
+/// split over the workers.
+func packWholeB<PB: GemmPackB>(_ pb: PB, n: Int, k: Int, into dst: UnsafeMutablePointer<Float>, workers: Int) {
+    let kcStep = kBlockSize(k)
+    let kBlocks = (k + kcStep - 1) / kcStep
+    let panels = (n + gemmNR - 1) / gemmNR
+    let nPad = panels * gemmNR
+    let parts = min(panels, workers)  // column ranges per k block
+    let box = UncheckedBox(pb)
+    parallelChunks(kBlocks * parts, workers: workers) { t in
+        let kb = t / parts, part = t % parts
+        let p0 = kb * kcStep, kc = min(kcStep, k - p0)
+        let j0 = panels * part / parts * gemmNR
+        let j1 = min(n, panels * (part + 1) / parts * gemmNR)
+        if j0 >= j1 { return }
+        let out = box.value.packB(p0, kc, j0, j1 - j0, dst + p0 * nPad + j0 * kc)
+        precondition(out == UnsafePointer(dst + p0 * nPad + j0 * kc), "packWholeB needs a B that copies")
+    }
 }
 
 /// A from a strided row-major matrix: op(A)[i, p] = trans ? a[p·lda + i] : a[i·lda + p].
@@ -408,6 +446,8 @@ struct DenseB: GemmPackB {
     @usableFromInline init(_ b: UnsafePointer<Float>, _ ldb: Int, _ trans: Bool) {
         self.b = b; self.ldb = ldb; self.trans = trans
     }
+
+    @usableFromInline var copiesB: Bool { true }
 
     @inline(__always) @usableFromInline
     func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {

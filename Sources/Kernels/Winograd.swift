@@ -301,26 +301,30 @@ final class WinogradPlan: @unchecked Sendable {
         vStride = skewedStride(cin * tileBlock)
         rowWidth = (4 * tilesW + 48 + 31) / 32 * 32
         ldm = tileBlock + gemmNR
-        let panels = (cout + gemmMR - 1) / gemmMR
-        workers = max(1, min(Threads.count, panels))
-        let maxPanelsPerWorker = (panels + workers - 1) / workers
+        // Output channels go to workers, U chunks and M chunks in pairs of 6-row panels, so the
+        // GEMM runs the 12x32 AVX-512 tile on all rows but a chunk's last (an odd panel count per
+        // worker, e.g. 27 of 320 channels' 54, ended every chunk in a half-speed 6-row tile).
+        let pairs = (cout + 2 * gemmMR - 1) / (2 * gemmMR)
+        workers = max(1, min(Threads.count, pairs))
+        let maxPairsPerWorker = (pairs + workers - 1) / workers
         func balanced(_ total: Int, _ maxPer: Int) -> Int {
             let chunks = (total + maxPer - 1) / maxPer
             return (total + chunks - 1) / chunks
         }
         let uFloats = tileBlock <= blocking.fewTiles ? min(blocking.uFloats, blocking.uFloatsFewTiles) : blocking.uFloats
-        let uPanels = balanced(maxPanelsPerWorker, max(1, uFloats / workers / (36 * max(cin, 1) * gemmMR)))
-        let mPanels = balanced(uPanels, max(1, blocking.mFloats / (36 * ldm * gemmMR)))
-        uRows = uPanels * gemmMR
-        mRows = mPanels * gemmMR
+        let uPairs = balanced(maxPairsPerWorker, max(1, uFloats / workers / (36 * max(cin, 1) * 2 * gemmMR)))
+        let mPairs = balanced(uPairs, max(1, blocking.mFloats / (36 * ldm * 2 * gemmMR)))
+        uRows = uPairs * 2 * gemmMR
+        mRows = mPairs * 2 * gemmMR
         uStride = skewedStride(uRows * cin)
         mStride = skewedStride(mRows * ldm)
     }
 
-    /// Output rows of worker w (MR-aligned split of the channel panels).
+    /// Output rows of worker w (split in pairs of MR-row panels).
     func rows(of w: Int) -> Range<Int> {
-        let panels = (cout + gemmMR - 1) / gemmMR
-        let lo = panels * w / workers * gemmMR, hi = min(cout, panels * (w + 1) / workers * gemmMR)
+        let unit = 2 * gemmMR
+        let pairs = (cout + unit - 1) / unit
+        let lo = pairs * w / workers * unit, hi = min(cout, pairs * (w + 1) / workers * unit)
         return lo..<max(lo, hi)
     }
 

@@ -98,6 +98,20 @@ final class ConvTests: XCTestCase {
         check(Shape(cin: 1, h: 3, w: 3, cout: 1, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), seed: 13)
     }
 
+    /// Batches whose feature maps are small run as one product with the images' pixels side by
+    /// side (`batchedConvMaxColumns`); larger ones image by image. Both, with padding, stride,
+    /// residual and packed weights; a row split (many output channels, few columns) that
+    /// shares one im2col B between the threads.
+    func testBatchedColumnsAndPerImage() {
+        check(Shape(batch: 3, cin: 64, h: 4, w: 4, cout: 200, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), threads: 3, residual: true, seed: 18)
+        check(Shape(batch: 3, cin: 64, h: 4, w: 4, cout: 200, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), threads: 2, packed: true, seed: 19)
+        check(Shape(batch: 2, cin: 40, h: 8, w: 8, cout: 150, kh: 1, kw: 1), threads: 2, residual: true, seed: 20)
+        check(Shape(batch: 4, cin: 8, h: 9, w: 11, cout: 30, kh: 3, kw: 3, sh: 2, sw: 2, pt: 1, pl: 1, pb: 1, pr: 1), seed: 21)
+        // 2 × 24 × 24 = 1152 columns: per image.
+        check(Shape(batch: 2, cin: 6, h: 24, w: 24, cout: 20, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), residual: true, seed: 22)
+        check(Shape(batch: 2, cin: 6, h: 24, w: 24, cout: 20, kh: 1, kw: 1), residual: true, packed: true, seed: 23)
+    }
+
     func testResidualAndPackedWeights() {
         check(Shape(batch: 2, cin: 6, h: 8, w: 16, cout: 9, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), residual: true, seed: 14)
         check(Shape(batch: 2, cin: 6, h: 5, w: 7, cout: 9, kh: 1, kw: 1), residual: true, seed: 15)

@@ -174,6 +174,31 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// A product split along M (m > n) with a B that is packed per call (strided, transposed, or
+    /// an im2col) packs it once for all row rectangles (`SharedB`); every thread count must give
+    /// the same bits and match the reference: short last panel, several k blocks, a 4 KB stride.
+    func testRowSplitSharesOnePackedB() {
+        var seed: UInt64 = 480
+        for (m, n, k, transB, padB) in [(700, 48, 600, false, 0), (300, 154, 77, true, 3), (1000, 20, 1024, false, 0), (700, 530, 40, false, 0),
+                                        (400, 40, 30, false, 1024 - 40)] {
+            let cs = Case(m: m, n: n, k: k, transB: transB, padB: padB)
+            run(cs, threadCounts: [1, 2, 3], seed: seed)
+            var rng = TestRNG(seed); seed += 1
+            let ldb = (transB ? k : n) + padB
+            let a = rng.array(m * k), b = rng.array((transB ? n : k) * ldb)
+            var results: [[UInt32]] = []
+            for threads in [1, 2, 3] {
+                var c = [Float](repeating: .nan, count: m * n)
+                withThreads(threads) {
+                    sgemm(transA: false, transB: transB, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: ldb, c: &c, ldc: n)
+                }
+                results.append(c.map(\.bitPattern))
+            }
+            XCTAssertEqual(results[0], results[1], "\(cs): 1 vs 2 threads")
+            XCTAssertEqual(results[0], results[2], "\(cs): 1 vs 3 threads")
+        }
+    }
+
     func testStridedOperands() {
         var seed: UInt64 = 100
         for t in 0..<4 {
