@@ -153,6 +153,9 @@ struct PackedA: GemmPackA {
 
 struct PackedB: GemmPackB {
     let m: PackedMatrix
+    // Not `copiesB` even for Float16: a row rectangle's freshly widened block is hot in its own
+    // L2, and one widened copy shared by all rectangles (`SharedB`) measured slower
+    // in a trial (KernelBench packed, fp16 4096×1280×320: 72 vs 80 GFLOP per core-second for fp32).
     @inline(__always)
     func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         m.block(j0, nc, p0, kc, dst)
