@@ -101,43 +101,55 @@ func conv2dImpl<PA: GemmPackA>(
     let hp = max(height + padTop + padBottom, (outH - 1) * strideH + kernelH)
     let wp = max(width + padLeft + padRight, (outW - 1) * strideW + kernelW)
     let needsPadCopy = !direct && (padTop | padLeft | padBottom | padRight) != 0
-    // Small feature maps (the U-Net's 16×16 and 8×8 levels at 512 px): one product over all
-    // images, columns image by image. Per image, the weights (A) would be widened from fp16 and
-    // streamed once per image for only a few hundred multiply-adds per weight, and a 4×4 map
-    // (16 columns) could not fill the 32-column AVX-512 tile.
+    // Small feature maps (the U-Net's 16×16 and 8×8 levels at 512 px): images in groups, one
+    // product per group, each image's pixels padded to whole 16-column panels. Image by image,
+    // the weights (A) were widened from fp16 and streamed for a few hundred multiply-adds per
+    // weight, and a 4×4 map (16 columns) could not fill the 32-column AVX-512 tile. The path and
+    // an image's column positions depend on the map size only, not on the batch: an image gets
+    // the same bits in any batch (a 2×2 map alone would run the 6x8 tail kernel, whose sum order
+    // differs).
     let srcPlane = needsPadCopy ? hp * wp : inPlane
-    if batch > 1 && batch * spatial <= batchedConvMaxColumns && batch * inChannels * srcPlane < Int(Int32.max) {
-        let imageStride = inChannels * srcPlane
-        let padAll = needsPadCopy ? scratchPool.take(batch * imageStride) : nil
+    let imageStride = inChannels * srcPlane
+    let perImage = (spatial + gemmNR - 1) / gemmNR * gemmNR
+    if perImage <= batchedConvMaxSpatial && imageStride < Int(Int32.max) {
+        let group = max(1, min(batchedConvMaxColumns / perImage, batch, Int(Int32.max) / imageStride))
+        let padAll = needsPadCopy ? scratchPool.take(group * imageStride) : nil
         defer { if let padAll { scratchPool.give(padAll) } }
-        if let padAll {
-            for nb in 0..<batch {
-                padImage(input + nb * inChannels * inPlane, channels: inChannels, height: height, width: width,
-                         top: padTop, left: padLeft, hp: hp, wp: wp, into: padAll.pointer + nb * imageStride)
-            }
-        }
-        let packer = Im2colB(src: padAll.map { UnsafePointer($0.pointer) } ?? input,
-                             height: needsPadCopy ? hp : height, width: needsPadCopy ? wp : width,
-                             kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW, outW: outW,
-                             spatial: spatial, imageStride: imageStride)
-        let cols = batch * spatial
-        withScratch(outChannels * cols) { tmp in
-            gemmDispatch(wa, packer, m: outChannels, n: cols, k: kk, alpha: 1, beta: 0, c: tmp, ldc: cols,
-                         epilogue: GemmEpilogue(rowBias: bias))
-            // [outChannels, batch·spatial] → [batch, outChannels, spatial], plus the residual.
-            let io = UncheckedBox((UnsafePointer(tmp), SendablePointer(output), residual))
-            parallelFor(batch * outChannels, minChunk: max(1, 16384 / spatial)) { range in
-                let (tmp, out, residual) = io.value
-                for t in range {
-                    let nb = t / outChannels, co = t % outChannels
-                    let src = tmp + co * cols + nb * spatial
-                    let dst = out.p + t * spatial
-                    guard let residual else { dst.update(from: src, count: spatial); continue }
-                    let r = residual + t * spatial
-                    var i = 0
-                    while i + 8 <= spatial { st8(dst + i, ld8(src + i) + ld8(r + i)); i += 8 }
-                    while i < spatial { dst[i] = src[i] + r[i]; i += 1 }
+        withScratch(outChannels * group * perImage) { tmp in
+            var n0 = 0
+            while n0 < batch {
+                let g = min(group, batch - n0)
+                var src = input + n0 * inChannels * inPlane
+                if let padAll {
+                    for i in 0..<g {
+                        padImage(src + i * inChannels * inPlane, channels: inChannels, height: height, width: width,
+                                 top: padTop, left: padLeft, hp: hp, wp: wp, into: padAll.pointer + i * imageStride)
+                    }
+                    src = UnsafePointer(padAll.pointer)
                 }
+                let packer = Im2colB(src: src, height: needsPadCopy ? hp : height, width: needsPadCopy ? wp : width,
+                                     kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW, outW: outW,
+                                     spatial: spatial, columnsPerImage: perImage, imageStride: imageStride)
+                let cols = g * perImage
+                gemmDispatch(wa, packer, m: outChannels, n: cols, k: kk, alpha: 1, beta: 0, c: tmp, ldc: cols,
+                             epilogue: GemmEpilogue(rowBias: bias))
+                // [outChannels, images × perImage] → [images, outChannels, spatial], plus the residual.
+                let first = n0 * outChannels
+                let io = UncheckedBox((UnsafePointer(tmp), SendablePointer(output), residual))
+                parallelFor(g * outChannels, minChunk: max(1, 16384 / spatial)) { range in
+                    let (tmp, out, residual) = io.value
+                    for t in range {
+                        let i = t / outChannels, co = t % outChannels
+                        let from = tmp + co * cols + i * perImage
+                        let dst = out.p + (first + t) * spatial
+                        guard let residual else { dst.update(from: from, count: spatial); continue }
+                        let r = residual + (first + t) * spatial
+                        var x = 0
+                        while x + 8 <= spatial { st8(dst + x, ld8(from + x) + ld8(r + x)); x += 8 }
+                        while x < spatial { dst[x] = from[x] + r[x]; x += 1 }
+                    }
+                }
+                n0 += g
             }
         }
         return
@@ -164,13 +176,16 @@ func conv2dImpl<PA: GemmPackA>(
             srcH = hp; srcW = wp
         }
         let packer = Im2colB(src: src, height: srcH, width: srcW, kernelH: kernelH, kernelW: kernelW,
-                             strideH: strideH, strideW: strideW, outW: outW, spatial: spatial, imageStride: 0)
+                             strideH: strideH, strideW: strideW, outW: outW, spatial: spatial, columnsPerImage: spatial,
+                             imageStride: 0)
         gemmDispatch(wa, packer, m: outChannels, n: spatial, k: kk,
                      alpha: 1, beta: 0, c: dst, ldc: spatial, epilogue: epi)
     }
 }
 
-/// Most columns (images × pixels) for which a convolution runs as one product over the batch.
+/// Feature maps of at most this many pixels (rounded up to 16) run as products over groups of
+/// images, of at most `batchedConvMaxColumns` columns each.
+let batchedConvMaxSpatial = 256
 let batchedConvMaxColumns = 1024
 
 /// Copies an image into a zero-bordered [channels, hp, wp] buffer (top/left offsets given).
@@ -201,9 +216,10 @@ func padImage(_ x: UnsafePointer<Float>, channels: Int, height: Int, width: Int,
 }
 
 /// B operand of a convolution as GEMM: the virtual im2col matrix of (already padded) images,
-///   cols[(ci·kh + ky)·kw + kx, n·spatial + oy·outW + ox] = src[n·imageStride + ci·plane + (oy·sh + ky)·width + ox·sw + kx],
-/// packed block by block without materialising it. Reads are in bounds by construction.
-/// One image: spatial = outH·outW and any imageStride. Offsets within the images are Int32.
+///   cols[(ci·kh + ky)·kw + kx, n·columnsPerImage + oy·outW + ox] = src[n·imageStride + ci·plane + (oy·sh + ky)·width + ox·sw + kx],
+/// packed block by block without materialising it; columns past an image's `spatial` pixels
+/// (padding up to `columnsPerImage`) hold arbitrary values. Reads are in bounds by construction.
+/// One image: columnsPerImage = spatial = outH·outW and any imageStride. Offsets are Int32.
 struct Im2colB: GemmPackB {
     let src: UnsafePointer<Float>
     let height: Int, width: Int
@@ -211,6 +227,7 @@ struct Im2colB: GemmPackB {
     let strideH: Int, strideW: Int
     let outW: Int
     let spatial: Int
+    let columnsPerImage: Int
     let imageStride: Int
 
     var copiesB: Bool { true }
@@ -226,15 +243,14 @@ struct Im2colB: GemmPackB {
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: panels * gemmNR + panels) { tmp in
             let colOff = tmp.baseAddress!
             let contiguous = colOff + panels * gemmNR
-            var image = j0 / spatial
-            var oy = (j0 % spatial) / outW, ox = j0 % outW
+            var image = j0 / columnsPerImage, pixel = j0 % columnsPerImage
+            var oy = pixel / outW, ox = pixel % outW
             for j in 0..<nc {
-                colOff[j] = Int32(image * imageStride + oy * strideH * width + ox * strideW)
-                ox += 1
-                if ox == outW {
-                    ox = 0; oy += 1
-                    if oy * outW == spatial { oy = 0; image += 1 }
-                }
+                // Padding columns read the image's first window (in bounds; the result is dropped).
+                colOff[j] = Int32(image * imageStride + (pixel < spatial ? oy * strideH * width + ox * strideW : 0))
+                pixel += 1; ox += 1
+                if ox == outW { ox = 0; oy += 1 }
+                if pixel == columnsPerImage { pixel = 0; oy = 0; ox = 0; image += 1 }
             }
             for q in 0..<panels {
                 let base = colOff[q * gemmNR]

@@ -112,6 +112,34 @@ final class ConvTests: XCTestCase {
         check(Shape(batch: 2, cin: 6, h: 24, w: 24, cout: 20, kh: 1, kw: 1), residual: true, packed: true, seed: 23)
     }
 
+    /// An image's output bits must not depend on the batch it is in (a batch renderer promises
+    /// the same picture for any --batch-size): maps whose pixel count is not a multiple of 16
+    /// are the case where the columns' kernel could change with the batch.
+    func testAnImageGetsTheSameBitsInAnyBatch() {
+        var rng = TestRNG(31)
+        for (h, w, cin, cout) in [(2, 2, 24, 20), (5, 7, 16, 30), (10, 10, 8, 12), (20, 20, 4, 8)] {
+            let batch = 3
+            let x = rng.array(batch * cin * h * w), wt = rng.array(cout * cin * 9), bias = rng.array(cout)
+            let residual = rng.array(batch * cout * h * w)
+            func conv(_ first: Int, _ count: Int) -> [UInt32] {
+                var y = [Float](repeating: .nan, count: count * cout * h * w)
+                withThreads(2) {
+                    conv2d(input: x.withUnsafeBufferPointer { $0.baseAddress! } + first * cin * h * w, batch: count,
+                           inChannels: cin, height: h, width: w, weight: wt, bias: bias, outChannels: cout,
+                           kernelH: 3, kernelW: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: &y,
+                           residual: residual.withUnsafeBufferPointer { $0.baseAddress! } + first * cout * h * w)
+                }
+                return y.map(\.bitPattern)
+            }
+            let all = conv(0, batch)
+            let plane = cout * h * w
+            for i in 0..<batch {
+                XCTAssertEqual(conv(i, 1), Array(all[(i * plane)..<((i + 1) * plane)]), "\(h)×\(w): image \(i) alone vs in a batch of 3")
+            }
+            XCTAssertEqual(conv(0, 2), Array(all[0..<(2 * plane)]), "\(h)×\(w): batch of 2 vs 3")
+        }
+    }
+
     func testResidualAndPackedWeights() {
         check(Shape(batch: 2, cin: 6, h: 8, w: 16, cout: 9, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), residual: true, seed: 14)
         check(Shape(batch: 2, cin: 6, h: 5, w: 7, cout: 9, kh: 1, kw: 1), residual: true, seed: 15)
