@@ -284,23 +284,31 @@ struct SharedA: GemmPackA {
     }
 }
 
-/// Packs all of A into `SharedA`'s layout at `dst` (mPad·k floats), k blocks and row panels
-/// split over the workers.
+/// Packs all of A into `SharedA`'s layout at `dst` (mPad·k floats).
 func packWholeA<PA: GemmPackA>(_ pa: PA, m: Int, k: Int, into dst: UnsafeMutablePointer<Float>, workers: Int) {
+    let box = UncheckedBox(pa)
+    packWhole(count: m, unit: gemmMR, k: k, into: dst, workers: workers) { p0, kc, lo, hi, at in
+        let out = box.value.packA(lo, hi - lo, p0, kc, at)
+        precondition(out.base == UnsafePointer(at), "packWholeA needs an A that copies")
+    }
+}
+
+/// Packs a whole operand into the pre-packed layout (k block [p0, p0 + kc) holds the `count`
+/// rows or columns, padded to panels of `unit`, from dst + p0·padded; panel of index i at + i·kc):
+/// k blocks and panel ranges split over the workers, `pack(p0, kc, lo, hi, at)` packing one.
+private func packWhole(count: Int, unit: Int, k: Int, into dst: UnsafeMutablePointer<Float>, workers: Int,
+                       _ pack: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
     let kcStep = kBlockSize(k)
     let kBlocks = (k + kcStep - 1) / kcStep
-    let panels = (m + gemmMR - 1) / gemmMR
-    let mPad = panels * gemmMR
-    let parts = min(panels, workers)  // row ranges per k block
-    let box = UncheckedBox(pa)
+    let panels = (count + unit - 1) / unit
+    let padded = panels * unit
+    let parts = min(panels, workers)  // panel ranges per k block
     parallelChunks(kBlocks * parts, workers: workers) { t in
         let kb = t / parts, part = t % parts
         let p0 = kb * kcStep, kc = min(kcStep, k - p0)
-        let i0 = panels * part / parts * gemmMR
-        let i1 = min(m, panels * (part + 1) / parts * gemmMR)
-        if i0 >= i1 { return }
-        let panelsOut = box.value.packA(i0, i1 - i0, p0, kc, dst + p0 * mPad + i0 * kc)
-        precondition(panelsOut.base == UnsafePointer(dst + p0 * mPad + i0 * kc), "packWholeA needs an A that copies")
+        let lo = panels * part / parts * unit
+        let hi = min(count, panels * (part + 1) / parts * unit)
+        if lo < hi { pack(p0, kc, lo, hi, dst + p0 * padded + lo * kc) }
     }
 }
 
@@ -318,8 +326,9 @@ extension GemmPackB {
     var copiesB: Bool { false }
 }
 
-/// B packed once for a whole product, in the same layout as a pre-packed B: k block
-/// [p0, p0 + kc) holds nPad/NR panels of NR·kc floats from base + p0·nPad (column j0 at + j0·kc).
+/// B already in the pre-packed layout (packed once for a whole product by `packWholeB`, or
+/// Winograd's transformed input): k block [p0, p0 + kc) holds nPad/NR panels of NR·kc floats
+/// from base + p0·nPad (column j0 at + j0·kc).
 struct SharedB: GemmPackB {
     let base: UnsafePointer<Float>
     let nPad: Int
@@ -329,23 +338,12 @@ struct SharedB: GemmPackB {
     }
 }
 
-/// Packs all of B into `SharedB`'s layout at `dst` (nPad·k floats), k blocks and column panels
-/// split over the workers.
+/// Packs all of B into `SharedB`'s layout at `dst` (nPad·k floats).
 func packWholeB<PB: GemmPackB>(_ pb: PB, n: Int, k: Int, into dst: UnsafeMutablePointer<Float>, workers: Int) {
-    let kcStep = kBlockSize(k)
-    let kBlocks = (k + kcStep - 1) / kcStep
-    let panels = (n + gemmNR - 1) / gemmNR
-    let nPad = panels * gemmNR
-    let parts = min(panels, workers)  // column ranges per k block
     let box = UncheckedBox(pb)
-    parallelChunks(kBlocks * parts, workers: workers) { t in
-        let kb = t / parts, part = t % parts
-        let p0 = kb * kcStep, kc = min(kcStep, k - p0)
-        let j0 = panels * part / parts * gemmNR
-        let j1 = min(n, panels * (part + 1) / parts * gemmNR)
-        if j0 >= j1 { return }
-        let out = box.value.packB(p0, kc, j0, j1 - j0, dst + p0 * nPad + j0 * kc)
-        precondition(out == UnsafePointer(dst + p0 * nPad + j0 * kc), "packWholeB needs a B that copies")
+    packWhole(count: n, unit: gemmNR, k: k, into: dst, workers: workers) { p0, kc, lo, hi, at in
+        let out = box.value.packB(p0, kc, lo, hi - lo, at)
+        precondition(out == UnsafePointer(at), "packWholeB needs a B that copies")
     }
 }
 

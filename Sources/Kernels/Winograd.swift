@@ -246,16 +246,6 @@ struct WinogradA: GemmPackA {
     }
 }
 
-/// B operand: V[ξ] already in NR-column panels (columns padded to NR).
-struct WinogradB: GemmPackB {
-    let base: UnsafePointer<Float>
-    let padded: Int
-    @inline(__always)
-    func packB(_ p0: Int, _ kc: Int, _ j0: Int, _ nc: Int, _ dst: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
-        base + p0 * padded + j0 * kc
-    }
-}
-
 // MARK: - Driver
 
 /// Everything one call needs, shared by the workers (read-only except the disjoint outputs).
@@ -780,7 +770,7 @@ final class WinogradPlan: @unchecked Sendable {
                             let mr = min(self.mRows, cr - r0)
                             for xi in 0..<36 {
                                 gemmWorker(WinogradA(base: UnsafePointer(u + xi * self.uStride), padded: padded, rowOffset: r0),
-                                           WinogradB(base: UnsafePointer(vp.p + xi * self.vStride), padded: self.tileBlock),
+                                           SharedB(base: UnsafePointer(vp.p + xi * self.vStride), nPad: self.tileBlock),   // V[ξ], packed
                                            rows: 0..<mr, cols: 0..<columns, k: self.cin, alpha: 1, beta: 0,
                                            c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
                             }

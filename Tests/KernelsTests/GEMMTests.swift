@@ -158,20 +158,27 @@ final class GEMMTests: XCTestCase {
                                         (20, 400, 30, false, 1024 - 30)] {
             let cs = Case(m: m, n: n, k: k, transA: transA, padA: padA)
             run(cs, threadCounts: [1, 2, 3], seed: seed)
-            var rng = TestRNG(seed); seed += 1
-            let lda = (transA ? m : k) + padA
-            let a = rng.array((transA ? k : m) * lda), b = rng.array(k * n)
-            var results: [[UInt32]] = []
-            for threads in [1, 2, 3] {
-                var c = [Float](repeating: .nan, count: m * n)
-                withThreads(threads) {
-                    sgemm(transA: transA, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, c: &c, ldc: n)
-                }
-                results.append(c.map(\.bitPattern))
-            }
-            XCTAssertEqual(results[0], results[1], "\(cs): 1 vs 2 threads")
-            XCTAssertEqual(results[0], results[2], "\(cs): 1 vs 3 threads")
+            assertSameBitsOnAnyThreadCount(cs, seed: seed)
+            seed += 1
         }
+    }
+
+    /// 1, 2 and 3 threads give the same bits for `cs` (alpha 1, beta 0, padded A/B strides).
+    func assertSameBitsOnAnyThreadCount(_ cs: Case, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
+        var rng = TestRNG(seed)
+        let lda = (cs.transA ? cs.m : cs.k) + cs.padA, ldb = (cs.transB ? cs.k : cs.n) + cs.padB
+        let a = rng.array((cs.transA ? cs.k : cs.m) * lda), b = rng.array((cs.transB ? cs.n : cs.k) * ldb)
+        var results: [[UInt32]] = []
+        for threads in [1, 2, 3] {
+            var c = [Float](repeating: .nan, count: cs.m * cs.n)
+            withThreads(threads) {
+                sgemm(transA: cs.transA, transB: cs.transB, m: cs.m, n: cs.n, k: cs.k, a: a, lda: lda, b: b, ldb: ldb,
+                      c: &c, ldc: cs.n)
+            }
+            results.append(c.map(\.bitPattern))
+        }
+        XCTAssertEqual(results[0], results[1], "\(cs): 1 vs 2 threads", file: file, line: line)
+        XCTAssertEqual(results[0], results[2], "\(cs): 1 vs 3 threads", file: file, line: line)
     }
 
     /// A product split along M (m > n) with a B that is packed per call (strided, transposed, or
@@ -183,19 +190,8 @@ final class GEMMTests: XCTestCase {
                                         (400, 40, 30, false, 1024 - 40)] {
             let cs = Case(m: m, n: n, k: k, transB: transB, padB: padB)
             run(cs, threadCounts: [1, 2, 3], seed: seed)
-            var rng = TestRNG(seed); seed += 1
-            let ldb = (transB ? k : n) + padB
-            let a = rng.array(m * k), b = rng.array((transB ? n : k) * ldb)
-            var results: [[UInt32]] = []
-            for threads in [1, 2, 3] {
-                var c = [Float](repeating: .nan, count: m * n)
-                withThreads(threads) {
-                    sgemm(transA: false, transB: transB, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: ldb, c: &c, ldc: n)
-                }
-                results.append(c.map(\.bitPattern))
-            }
-            XCTAssertEqual(results[0], results[1], "\(cs): 1 vs 2 threads")
-            XCTAssertEqual(results[0], results[2], "\(cs): 1 vs 3 threads")
+            assertSameBitsOnAnyThreadCount(cs, seed: seed)
+            seed += 1
         }
     }
 
