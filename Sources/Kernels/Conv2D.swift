@@ -142,11 +142,8 @@ func conv2dImpl<PA: GemmPackA>(
                         let i = t / outChannels, co = t % outChannels
                         let from = tmp + co * cols + i * perImage
                         let dst = out.p + (first + t) * spatial
-                        guard let residual else { dst.update(from: from, count: spatial); continue }
-                        let r = residual + (first + t) * spatial
-                        var x = 0
-                        while x + 8 <= spatial { st8(dst + x, ld8(from + x) + ld8(r + x)); x += 8 }
-                        while x < spatial { dst[x] = from[x] + r[x]; x += 1 }
+                        if let residual { add(from, residual + (first + t) * spatial, out: dst, count: spatial) }   // ≤ 256: inline
+                        else { dst.update(from: from, count: spatial) }
                     }
                 }
                 n0 += g

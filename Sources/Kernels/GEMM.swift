@@ -69,15 +69,20 @@ struct GemmBlocking: Sendable {
     var kc: Int
     var nc: Int
 
+    /// Requested sizes made usable: MC and NC whole panels, KC at least 8.
+    init(requestedMC mc: Int, kc: Int, nc: Int) {
+        self.mc = max(gemmMR, mc / gemmMR * gemmMR)
+        self.kc = max(8, kc)
+        self.nc = max(gemmNR, nc / gemmNR * gemmNR)
+    }
+
     static func fromEnvironment() -> GemmBlocking {
         func env(_ name: String, _ def: Int) -> Int {
             if let s = ProcessInfo.processInfo.environment[name], let v = Int(s), v > 0 { return v }
             return def
         }
-        let mc = max(gemmMR, env("DARKROOM_GEMM_MC", 96) / gemmMR * gemmMR)
-        let kc = max(8, env("DARKROOM_GEMM_KC", 256))
-        let nc = max(gemmNR, env("DARKROOM_GEMM_NC", 512) / gemmNR * gemmNR)
-        return GemmBlocking(mc: mc, kc: kc, nc: nc)
+        return GemmBlocking(requestedMC: env("DARKROOM_GEMM_MC", 96), kc: env("DARKROOM_GEMM_KC", 256),
+                            nc: env("DARKROOM_GEMM_NC", 512))
     }
 }
 
@@ -88,10 +93,7 @@ nonisolated(unsafe) var gemmBlocking = GemmBlocking.fromEnvironment()
 /// blocks they were cut with, and the packed-operand products refuse them afterwards.
 public var gemmCacheBlocking: (mc: Int, kc: Int, nc: Int) {
     get { (gemmBlocking.mc, gemmBlocking.kc, gemmBlocking.nc) }
-    set {
-        gemmBlocking = GemmBlocking(mc: max(gemmMR, newValue.mc / gemmMR * gemmMR), kc: max(8, newValue.kc),
-                                    nc: max(gemmNR, newValue.nc / gemmNR * gemmNR))
-    }
+    set { gemmBlocking = GemmBlocking(requestedMC: newValue.mc, kc: newValue.kc, nc: newValue.nc) }
 }
 
 /// The k-block size: k split into equal blocks of at most KC (k = 320 → 2 × 160, not 256 + 64).

@@ -43,7 +43,9 @@ def main():
     py = sys.executable
     ref_cmd = [py, os.path.join(ROOT, "Tools", "bench", "reference_bench.py"), "--model", a.model, "--size", str(a.size),
                "--runs", str(a.runs), "--threads", str(a.threads)]
-    our_cmd = [a.bench, "--model", a.model, "--size", str(a.size), "--runs", str(a.runs), "--threads", str(a.threads)]
+    def our_cmd_on(threads):
+        return [a.bench, "--model", a.model, "--size", str(a.size), "--runs", str(a.runs), "--threads", str(threads)]
+    our_cmd = our_cmd_on(a.threads)
     rows = {}
     ceilings = []  # PyTorch's matmul rate, measured once per round next to the components
     for comp in a.components.split(","):
@@ -60,7 +62,7 @@ def main():
     if a.scaling:
         # The U-Net step on 1 thread and on --threads threads, alternated; fastest run of each process.
         for _ in range(a.rounds):
-            one = run(our_cmd[:-1] + ["1", "--component", "unet"])["unet"]["min"]
+            one = run(our_cmd_on(1) + ["--component", "unet"])["unet"]["min"]
             many = run(our_cmd + ["--component", "unet"])["unet"]["min"]
             scaling.append((one, many))
 
