@@ -496,17 +496,23 @@ final class WinogradPlan: @unchecked Sendable {
     /// MR rows with the k blocking kcV).
     func filterTransform(co0: Int, rows: Int, u: UnsafeMutablePointer<Float>) {
         let padded = (rows + gemmMR - 1) / gemmMR * gemmMR
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 64 + 18 * 8) { buf in
+        // Float16 weights: room for one panel's k block widened (+ slack for the last 8-wide load).
+        let widenedCount: Int
+        if case let .packed(m) = filter, m.f32 == nil { widenedCount = gemmMR * m.kc + 8 } else { widenedCount = 0 }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 64 + 18 * 8 + widenedCount) { buf in
             let taps = buf.baseAddress!          // slow path: taps[t·6 + i] (+ zero tail)
             let tg = taps + 64                   // G·g rows: tg[(i·3 + b)·8]
+            let widened = tg + 18 * 8            // the panel's current k block, as Float
             taps.update(repeating: 0, count: 64)
             var q = 0
             while q < padded {
                 let r0 = co0 + q
                 let mr = min(gemmMR, co0 + rows - r0)
+                var widenedBlock = -1
                 for ci in 0..<cin {
                     // Lanes 0..<6 are the panel's rows; lanes 6 and 7 hold the next tap (ignored).
-                    let g = tapVectors(row0: r0, rows: mr, ci: ci, scratch: taps)
+                    let g = tapVectors(row0: r0, rows: mr, ci: ci, scratch: taps,
+                                       widened: widened, widenedBlock: &widenedBlock)
                     // Columns of g: t = G·g (6 × 3).
                     do {
                         let o = winogradFilterRow(g.0, g.3, g.6)
@@ -549,9 +555,13 @@ final class WinogradPlan: @unchecked Sendable {
     /// The 9 taps of input channel ci for output rows row0 ..< row0 + 6 as vectors (lane i =
     /// row row0 + i, zero for i ≥ rows; lanes 6 and 7 unspecified). Loaded straight from the
     /// packed weight (the vector loads must not read values just stored with another width:
-    /// a failed store-to-load forward costs more than the whole transform).
+    /// a failed store-to-load forward costs more than the whole transform). Float16 panels are
+    /// widened a whole k block at a time into `widened` (`widenedBlock` names the block held
+    /// there, −1 for none): converting 8 taps at a time inside this large function compiled to
+    /// an outlined call per vector, with a vzeroupper, about a third of the transform's time.
     @inline(__always)
-    func tapVectors(row0: Int, rows: Int, ci: Int, scratch taps: UnsafeMutablePointer<Float>)
+    func tapVectors(row0: Int, rows: Int, ci: Int, scratch taps: UnsafeMutablePointer<Float>,
+                    widened: UnsafeMutablePointer<Float>, widenedBlock: inout Int)
         -> (F8, F8, F8, F8, F8, F8, F8, F8, F8) {
         if case let .packed(m) = filter {
             // Packed panels: element (row, p) of k block [pb, pb + kc) is at
@@ -568,9 +578,15 @@ final class WinogradPlan: @unchecked Sendable {
                     return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
                             ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
                 }
-                let s = UnsafeRawPointer(m.f16! + off)
-                @inline(__always) func h(_ t: Int) -> F8 { F8(s.loadUnaligned(fromByteOffset: 12 * t, as: SIMD8<Float16>.self)) }
-                return (h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7), h(8))
+                let blockStart = pb * m.padded + row0 * min(m.kc, m.cols - pb)
+                if widenedBlock != pb {
+                    // The panel's 6·kc values of this k block are contiguous.
+                    widenHalf(m.f16! + blockStart, widened, gemmMR * min(m.kc, m.cols - pb))
+                    widenedBlock = pb
+                }
+                let s = UnsafePointer(widened + (off - blockStart))
+                return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
+                        ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
             }
         }
         loadTaps(row0: row0, rows: rows, ci: ci, into: taps)
