@@ -32,19 +32,26 @@ enum ProcessInfoShim {
 import Glibc
 #endif
 
-/// Runs `body(i)` for i in 0..<n, split in contiguous chunks over `Threads.count` workers.
+/// Runs `body` over 0..<n in contiguous ranges of about `minChunk` or more on `Threads.count`
+/// workers: up to `chunksPerWorker` ranges per worker, each claimed by the next free worker
+/// (see `parallelChunks`), so a core slowed by another job does not hold the others back.
 @inlinable
 public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
-    let workers = min(Threads.count, max(1, n / max(1, minChunk)))
+    let pieces = max(1, n / max(1, minChunk))
+    let workers = min(Threads.count, pieces)
     if workers <= 1 || n <= 1 {
         body(0..<n)
         return
     }
-    parallelChunks(workers, workers: workers) { w in
-        let lo = n * w / workers, hi = n * (w + 1) / workers
+    let chunks = min(pieces, parallelForChunksPerWorker * workers)
+    parallelChunks(chunks, workers: workers) { c in
+        let lo = n * c / chunks, hi = n * (c + 1) / chunks
         if lo < hi { body(lo..<hi) }
     }
 }
+
+/// Ranges per worker in `parallelFor`.
+@usableFromInline let parallelForChunksPerWorker = 4
 
 /// Runs `body(i)` for every chunk i in 0..<n on `workers` threads, each taking the next
 /// unclaimed chunk when it finishes one. On a shared machine one core is often slowed by other

@@ -180,6 +180,9 @@ struct WinogradBlocking: Sendable {
     /// Most tiles in a block: more make the M rows per chunk (bounded by mFloats) too few for
     /// the GEMM to reuse its V panels.
     var maxTiles: Int = 512
+    /// With a single tile block, output-channel chunks per worker, claimed as workers free up;
+    /// 0 keeps one fixed range per worker.
+    var chunksPerWorker: Int = 4
 
     static func fromEnvironment() -> WinogradBlocking {
         func env(_ name: String, _ defKB: Int) -> Int {
@@ -190,7 +193,8 @@ struct WinogradBlocking: Sendable {
                                 uFloats: env("DARKROOM_WINOGRAD_U_KB", 40 * 1024),
                                 mFloats: env("DARKROOM_WINOGRAD_M_KB", 8 * 1024),
                                 uFloatsFewTiles: env("DARKROOM_WINOGRAD_U_FEW_KB", 2 * 1024),
-                                maxTiles: max(16, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_TILES"] ?? "") ?? 512))
+                                maxTiles: max(16, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_TILES"] ?? "") ?? 512),
+                                chunksPerWorker: max(0, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_CHUNKS"] ?? "") ?? 4))
     }
 }
 
@@ -273,6 +277,11 @@ final class WinogradPlan: @unchecked Sendable {
     let workers: Int
     let uRows: Int, mRows: Int
     let uStride: Int, mStride: Int
+    /// With a single tile block and several workers, output channels go out in chunks of
+    /// dynamicRows (whole pairs of MR-row panels, at most uRows, several per worker) to whichever
+    /// worker is free, instead of one fixed range per worker.
+    let dynamicChunks: Bool
+    let dynamicRows: Int
 
     init(x: WinogradInput, batch: Int, filter: WinogradFilter, bias: UnsafePointer<Float>?,
          residual: UnsafePointer<Float>?, outChannels: Int, padTop: Int, padLeft: Int,
@@ -308,6 +317,11 @@ final class WinogradPlan: @unchecked Sendable {
         mRows = mPairs * 2 * gemmMR
         uStride = skewedStride(uRows * cin)
         mStride = skewedStride(mRows * ldm)
+        // About chunksPerWorker chunks per worker: a core slowed by another job then leaves at
+        // most one chunk's work to wait for; U stays as large as the budget allows otherwise.
+        dynamicChunks = workers > 1 && totalTiles <= tileBlock && blocking.chunksPerWorker > 0
+        let chunkPairs = min(uPairs, max(1, pairs / (max(1, blocking.chunksPerWorker) * workers)))
+        dynamicRows = chunkPairs * 2 * gemmMR
     }
 
     /// Output rows of worker w (split in pairs of MR-row panels).
@@ -732,6 +746,41 @@ final class WinogradPlan: @unchecked Sendable {
 
     // MARK: Run
 
+    /// Output channels `chunk` (at most uRows) of the tiles [start, start + count): the filter
+    /// transform into u (skipped when `filterReady`: u already holds this chunk's U), the 36
+    /// GEMMs into M (after U in the same buffer) by sub-chunks of mRows, and the output
+    /// transform. `timers` (profiling) accumulates filter, GEMM and output CPU nanoseconds.
+    func convolveRows(_ chunk: Range<Int>, filterReady: Bool, u: UnsafeMutablePointer<Float>,
+                      v: UnsafeMutablePointer<Float>, start: Int, count: Int, columns: Int,
+                      timers: UnsafeMutablePointer<Int>?) {
+        let m = u + 36 * uStride
+        var ta = timers != nil ? cpuSeconds(CLOCK_THREAD_CPUTIME_ID) : 0
+        @inline(__always) func lap(_ slot: Int) {
+            guard let timers else { return }
+            let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID)
+            timers[slot] += Int((tb - ta) * 1e9)
+            ta = tb
+        }
+        if !filterReady { filterTransform(co0: chunk.lowerBound, rows: chunk.count, u: u) }
+        lap(0)
+        let padded = (chunk.count + gemmMR - 1) / gemmMR * gemmMR
+        var r0 = 0
+        while r0 < chunk.count {
+            let mr = min(mRows, chunk.count - r0)
+            for xi in 0..<36 {
+                gemmWorker(WinogradA(base: UnsafePointer(u + xi * uStride), padded: padded, rowOffset: r0),
+                           SharedB(base: UnsafePointer(v + xi * vStride), nPad: tileBlock),   // V[ξ], packed
+                           rows: 0..<mr, cols: 0..<columns, k: cin, alpha: 1, beta: 0,
+                           c: m + xi * mStride, ldc: ldm, epilogue: nil)
+            }
+            lap(1)
+            outputTransform(co0: chunk.lowerBound + r0, rows: mr, start: start, count: count, m: UnsafePointer(m))
+            lap(2)
+            r0 += mr
+        }
+    }
+
+
     func run() {
         let prof = winogradProfile
         let tStart = prof ? monotonicSeconds() : 0
@@ -742,11 +791,15 @@ final class WinogradPlan: @unchecked Sendable {
         // Per-worker U and M buffers, kept across tile blocks (U is computed once per call when
         // a single chunk covers the worker's channel range).
         var wbufs: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
-        for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
+        if !dynamicChunks {
+            for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
+        }
         defer { for b in wbufs { scratchPool.give(b) } }
         let bufs = UncheckedBox(wbufs.map { $0.pointer })
-        let state = UnsafeMutablePointer<Int>.allocate(capacity: workers * 4)
-        state.initialize(repeating: 0, count: workers * 4)   // [w]: U valid flag; then 3 timers (ns) per worker
+        // [w]: U valid flag; then 3 timers (ns) per worker, or per chunk with dynamic chunks.
+        let slots = workers * 4 + (prof && dynamicChunks ? 3 * (cout + dynamicRows - 1) / dynamicRows : 0)
+        let state = UnsafeMutablePointer<Int>.allocate(capacity: slots)
+        state.initialize(repeating: 0, count: slots)
         defer { state.deallocate() }
         let st = SendablePointer(state)
         var inputSeconds = 0.0
@@ -758,44 +811,44 @@ final class WinogradPlan: @unchecked Sendable {
             // so a tile's bits do not depend on where the batch puts it.
             let columns = (count + gemmNR - 1) / gemmNR * gemmNR
             let s = start
-            // 1. Input transform, split over input channels.
+            // 1. Input transform, split over input channels (a few ranges per worker).
             let t0 = prof ? cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) : 0
             parallelFor(cin, minChunk: max(1, 4096 / max(1, count))) { range in
                 self.inputTransform(channels: range, start: s, count: count, v: vp.p)
             }
             if prof { inputSeconds += cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - t0 }
-            // 2. Per worker: filter transform, 36 GEMMs, output transform.
-            parallelFor(workers) { range in
-                for w in range {
-                    let rows = self.rows(of: w)
-                    if rows.isEmpty { continue }
-                    let u = bufs.value[w], m = u + 36 * self.uStride
-                    let single = rows.count <= self.uRows
-                    var c0 = rows.lowerBound
-                    while c0 < rows.upperBound {
-                        let cr = min(self.uRows, rows.upperBound - c0)
-                        var ta = prof ? cpuSeconds(CLOCK_THREAD_CPUTIME_ID) : 0
-                        if !(single && st[w] != 0) {
-                            self.filterTransform(co0: c0, rows: cr, u: u)
+            // 2. Filter transform, 36 GEMMs, output transform, by chunks of output channels.
+            if dynamicChunks {
+                // One tile block: every chunk's U is used once, so chunks go to whichever worker
+                // is free (on a shared machine a fixed half per core waits for the slower one).
+                let total = rows(of: 0).lowerBound..<rows(of: workers - 1).upperBound
+                let chunks = (total.count + dynamicRows - 1) / dynamicRows
+                parallelChunks(chunks, workers: workers) { c in
+                    let c0 = total.lowerBound + c * self.dynamicRows
+                    withScratch(36 * (self.uStride + self.mStride) + 64) { u in
+                        self.convolveRows(c0..<min(total.upperBound, c0 + self.dynamicRows), filterReady: false,
+                                          u: u, v: vp.p, start: s, count: count, columns: columns,
+                                          timers: prof ? st.p + 4 * self.workers + 3 * c : nil)
+                    }
+                }
+            } else {
+                // Fixed channel ranges per worker, so a worker whose whole range fits its U buffer
+                // transforms its filters once and reuses them in every tile block.
+                parallelFor(workers) { range in
+                    for w in range {
+                        let rows = self.rows(of: w)
+                        if rows.isEmpty { continue }
+                        let u = bufs.value[w]
+                        let single = rows.count <= self.uRows
+                        var c0 = rows.lowerBound
+                        while c0 < rows.upperBound {
+                            let cr = min(self.uRows, rows.upperBound - c0)
+                            self.convolveRows(c0..<(c0 + cr), filterReady: single && st[w] != 0, u: u, v: vp.p,
+                                              start: s, count: count, columns: columns,
+                                              timers: prof ? st.p + self.workers + 3 * w : nil)
                             st[w] = single ? 1 : 0
+                            c0 += cr
                         }
-                        if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w] += Int((tb - ta) * 1e9); ta = tb }
-                        let padded = (cr + gemmMR - 1) / gemmMR * gemmMR
-                        var r0 = 0
-                        while r0 < cr {
-                            let mr = min(self.mRows, cr - r0)
-                            for xi in 0..<36 {
-                                gemmWorker(WinogradA(base: UnsafePointer(u + xi * self.uStride), padded: padded, rowOffset: r0),
-                                           SharedB(base: UnsafePointer(vp.p + xi * self.vStride), nPad: self.tileBlock),   // V[ξ], packed
-                                           rows: 0..<mr, cols: 0..<columns, k: self.cin, alpha: 1, beta: 0,
-                                           c: m + xi * self.mStride, ldc: self.ldm, epilogue: nil)
-                            }
-                            if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w + 1] += Int((tb - ta) * 1e9); ta = tb }
-                            self.outputTransform(co0: c0 + r0, rows: mr, start: s, count: count, m: UnsafePointer(m))
-                            if prof { let tb = cpuSeconds(CLOCK_THREAD_CPUTIME_ID); st[workers + 3 * w + 2] += Int((tb - ta) * 1e9); ta = tb }
-                            r0 += mr
-                        }
-                        c0 += cr
                     }
                 }
             }
@@ -803,16 +856,17 @@ final class WinogradPlan: @unchecked Sendable {
         }
         if prof {
             var f = 0.0, g = 0.0, o = 0.0
-            for w in 0..<workers {
-                f += Double(state[workers + 3 * w]) * 1e-9
-                g += Double(state[workers + 3 * w + 1]) * 1e-9
-                o += Double(state[workers + 3 * w + 2]) * 1e-9
+            for i in stride(from: workers, to: slots, by: 3) where i + 2 < slots {
+                f += Double(state[i]) * 1e-9
+                g += Double(state[i + 1]) * 1e-9
+                o += Double(state[i + 2]) * 1e-9
             }
             let total = monotonicSeconds() - tStart
             let cpu = cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - cpuStart
-            let line = String(format: "winograd %d→%d %dx%d ×%d: %.1f ms wall, %.1f ms CPU: input %.1f, filter %.1f, gemm %.1f, output %.1f ms CPU; %d tile blocks of %d, U rows %d, M rows %d, %d workers\n",
+            let line = String(format: "winograd %d→%d %dx%d ×%d: %.1f ms wall, %.1f ms CPU: input %.1f, filter %.1f, gemm %.1f, output %.1f ms CPU; %d tile blocks of %d, U rows %d, M rows %d, %d workers",
                               cin, cout, outH, outW, batch, total * 1e3, cpu * 1e3, inputSeconds * 1e3, f * 1e3, g * 1e3, o * 1e3,
                               (totalTiles + tileBlock - 1) / tileBlock, tileBlock, uRows, mRows, workers)
+                + (dynamicChunks ? ", chunks of \(dynamicRows) rows claimed as workers free up\n" : "\n")
             FileHandle.standardError.write(line.data(using: .utf8)!)
         }
     }

@@ -147,6 +147,42 @@ final class WinogradTests: XCTestCase {
         check(pad1(cin: 32, h: 16, w: 16, cout: 3), seed: 26)
     }
 
+    func testChannelChunksClaimedByFreeWorkers() {
+        // One tile block: output channels go out in chunks claimed by whichever worker is free.
+        // Small U budget and several chunks per worker; the reference check covers every chunk
+        // (outputs start as NaN), including a last chunk shorter than the others (50 channels).
+        winogradBlocking = WinogradBlocking(vFloats: 1 << 22, uFloats: 1 << 22, mFloats: 36 * 24 * 64,
+                                            chunksPerWorker: 2)
+        for threads in [2, 3] {
+            check(pad1(batch: 2, cin: 7, h: 11, w: 13, cout: 50), threads: threads, residual: true, seed: 41)
+            check(pad1(cin: 40, h: 9, w: 9, cout: 37), threads: threads, weights: .packedHalf, seed: 42)
+        }
+        // The same bits as one fixed range per worker and as one thread: a row's sums do not
+        // depend on which chunk or worker computes them.
+        var rng = TestRNG(43)
+        let (cin, cout, h, w) = (9, 61, 12, 10)
+        let x = rng.array(2 * cin * h * w), wt = rng.array(cout * cin * 9), bias = rng.array(cout)
+        func run(threads: Int, chunks: Int) -> [Float] {
+            winogradBlocking.chunksPerWorker = chunks
+            var y = [Float](repeating: .nan, count: 2 * cout * h * w)
+            withThreads(threads) {
+                x.withUnsafeBufferPointer { xp in wt.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        conv2d(input: xp.baseAddress!, batch: 2, inChannels: cin, height: h, width: w,
+                               weight: wp.baseAddress!, bias: bp.baseAddress!, outChannels: cout, kernelH: 3, kernelW: 3,
+                               padTop: 1, padLeft: 1, padBottom: 1, padRight: 1, output: yp.baseAddress!)
+                    }
+                } } }
+            }
+            return y
+        }
+        let fixed = run(threads: 2, chunks: 0)
+        XCTAssertFalse(fixed.contains { $0.isNaN })
+        XCTAssertEqual(run(threads: 2, chunks: 3), fixed)
+        XCTAssertEqual(run(threads: 3, chunks: 2), fixed)
+        XCTAssertEqual(run(threads: 1, chunks: 4), fixed)
+    }
+
     func testBatchMembersMatchSingleImagesBitForBit() {
         // A batch must give exactly what its images give alone (CLI sharding relies on it):
         // per-tile arithmetic may not depend on the tile's block or on the batch size.
