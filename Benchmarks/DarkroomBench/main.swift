@@ -67,7 +67,8 @@ do {
         let h = size / 8
         let x = g.randn(shape: [2, config.inChannels, h, h])
         let ctx = g.randn(shape: [2, 77, config.crossAttentionDim[0]])
-        out["unet"] = timed(runs) { _ = unet(x, timestep: 500, context: ctx) }
+        // Runs back to back like the steps of the pipeline's denoising loop (activations reused).
+        out["unet"] = unet.reusingActivations { timed(runs) { _ = unet(x, timestep: 500, context: ctx) } }
     }
     if components.contains("vae") {
         let config = try VAEConfig.load(folder.appendingPathComponent("vae/config.json"))

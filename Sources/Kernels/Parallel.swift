@@ -33,7 +33,7 @@ import Glibc
 #endif
 
 /// Runs `body` over 0..<n in contiguous ranges of about `minChunk` or more on `Threads.count`
-/// workers: up to `chunksPerWorker` ranges per worker, each claimed by the next free worker
+/// workers: up to `parallelForChunksPerWorker` ranges per worker, each claimed by the next free worker
 /// (see `parallelChunks`), so a core slowed by another job does not hold the others back.
 @inlinable
 public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
@@ -68,6 +68,35 @@ public func parallelChunks(_ n: Int, workers: Int, _ body: (Int) -> Void) {
             let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
             if i >= n { break }
             body(i)
+        }
+    }
+}
+
+/// Runs `body(worker, range)` over 0..<n on `workers` threads (worker in 0..<workers, so a
+/// worker can keep its own buffers) in ranges claimed as workers free up, each a share of what
+/// is left (guided self-scheduling): remaining / (2·workers), within minChunk...maxChunk. The work starts in large ranges (which keep per-range costs, e.g. a
+/// GEMM streaming its shared operand again, low) and ends in small ones that even out the
+/// finish when one core is slowed by another job.
+public func parallelGuided(_ n: Int, workers: Int, minChunk: Int = 1, maxChunk: Int = .max,
+                           _ body: (Int, Range<Int>) -> Void) {
+    let minChunk = max(1, minChunk), maxChunk = max(minChunk, maxChunk)
+    if workers <= 1 || n <= minChunk {
+        var lo = 0
+        while lo < n { body(0, lo..<min(n, lo + maxChunk)); lo += maxChunk }
+        return
+    }
+    let next = Atomic<Int>(0)
+    runOnWorkers(workers) { w in
+        var lo = next.load(ordering: .relaxed)
+        while lo < n {
+            let hi = min(n, lo + min(maxChunk, max(minChunk, (n - lo) / (2 * workers))))
+            let (claimed, seen) = next.compareExchange(expected: lo, desired: hi, ordering: .relaxed)
+            if claimed {
+                body(w, lo..<hi)
+                lo = next.load(ordering: .relaxed)
+            } else {
+                lo = seen
+            }
         }
     }
 }

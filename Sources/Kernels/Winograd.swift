@@ -28,8 +28,9 @@ import KernelsAVX512
 //      upsampled) image are staged in a row buffer, 8 horizontally adjacent tiles are
 //      transformed at once (SIMD lanes = tiles) and stored straight into the GEMM's packed B
 //      panel layout, so V[ξ] needs no packing;
-//   2. per worker, a range of output channels: the filter transform writes U for a chunk of
-//      output channels in the packed A panel layout, the 36 GEMMs run on the existing
+//   2. per chunk of output channels (claimed by whichever worker is free when there is one tile
+//      block; a fixed range per worker otherwise, so its U can serve every block): the filter
+//      transform writes U for the chunk in the packed A panel layout, the 36 GEMMs run on the existing
 //      register-tiled micro-kernel (single-threaded inside the worker, so the 36 products are
 //      one parallel batch, not 36 dispatches), and the output transform adds bias and residual
 //      and writes the 4×4 tiles (8 tiles per SIMD vector, interleaved into whole output rows).
@@ -180,9 +181,9 @@ struct WinogradBlocking: Sendable {
     /// Most tiles in a block: more make the M rows per chunk (bounded by mFloats) too few for
     /// the GEMM to reuse its V panels.
     var maxTiles: Int = 512
-    /// With a single tile block, output-channel chunks per worker, claimed as workers free up;
-    /// 0 keeps one fixed range per worker.
-    var chunksPerWorker: Int = 4
+    /// With a single tile block, output channels go in chunks to whichever worker is free
+    /// (`parallelGuided`); false keeps one fixed range per worker.
+    var claimsChunks = true
 
     static func fromEnvironment() -> WinogradBlocking {
         func env(_ name: String, _ defKB: Int) -> Int {
@@ -194,7 +195,7 @@ struct WinogradBlocking: Sendable {
                                 mFloats: env("DARKROOM_WINOGRAD_M_KB", 8 * 1024),
                                 uFloatsFewTiles: env("DARKROOM_WINOGRAD_U_FEW_KB", 2 * 1024),
                                 maxTiles: max(16, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_TILES"] ?? "") ?? 512),
-                                chunksPerWorker: max(0, Int(ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_CHUNKS"] ?? "") ?? 4))
+                                claimsChunks: ProcessInfo.processInfo.environment["DARKROOM_WINOGRAD_CHUNKS"] != "0")
     }
 }
 
@@ -277,11 +278,9 @@ final class WinogradPlan: @unchecked Sendable {
     let workers: Int
     let uRows: Int, mRows: Int
     let uStride: Int, mStride: Int
-    /// With a single tile block and several workers, output channels go out in chunks of
-    /// dynamicRows (whole pairs of MR-row panels, at most uRows, several per worker) to whichever
-    /// worker is free, instead of one fixed range per worker.
+    /// With a single tile block and several workers, output channels go out in chunks (at most
+    /// uRows) to whichever worker is free, instead of one fixed range per worker.
     let dynamicChunks: Bool
-    let dynamicRows: Int
 
     init(x: WinogradInput, batch: Int, filter: WinogradFilter, bias: UnsafePointer<Float>?,
          residual: UnsafePointer<Float>?, outChannels: Int, padTop: Int, padLeft: Int,
@@ -317,11 +316,7 @@ final class WinogradPlan: @unchecked Sendable {
         mRows = mPairs * 2 * gemmMR
         uStride = skewedStride(uRows * cin)
         mStride = skewedStride(mRows * ldm)
-        // About chunksPerWorker chunks per worker: a core slowed by another job then leaves at
-        // most one chunk's work to wait for; U stays as large as the budget allows otherwise.
-        dynamicChunks = workers > 1 && totalTiles <= tileBlock && blocking.chunksPerWorker > 0
-        let chunkPairs = min(uPairs, max(1, pairs / (max(1, blocking.chunksPerWorker) * workers)))
-        dynamicRows = chunkPairs * 2 * gemmMR
+        dynamicChunks = workers > 1 && totalTiles <= tileBlock && blocking.claimsChunks
     }
 
     /// Output rows of worker w (split in pairs of MR-row panels).
@@ -791,13 +786,11 @@ final class WinogradPlan: @unchecked Sendable {
         // Per-worker U and M buffers, kept across tile blocks (U is computed once per call when
         // a single chunk covers the worker's channel range).
         var wbufs: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
-        if !dynamicChunks {
-            for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
-        }
+        for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
         defer { for b in wbufs { scratchPool.give(b) } }
         let bufs = UncheckedBox(wbufs.map { $0.pointer })
         // [w]: U valid flag; then 3 timers (ns) per worker, or per chunk with dynamic chunks.
-        let slots = workers * 4 + (prof && dynamicChunks ? 3 * (cout + dynamicRows - 1) / dynamicRows : 0)
+        let slots = workers * 4 + (prof && dynamicChunks ? 3 * (cout + 2 * gemmMR - 1) / (2 * gemmMR) : 0)
         let state = UnsafeMutablePointer<Int>.allocate(capacity: slots)
         state.initialize(repeating: 0, count: slots)
         defer { state.deallocate() }
@@ -820,16 +813,13 @@ final class WinogradPlan: @unchecked Sendable {
             // 2. Filter transform, 36 GEMMs, output transform, by chunks of output channels.
             if dynamicChunks {
                 // One tile block: every chunk's U is used once, so chunks go to whichever worker
-                // is free (on a shared machine a fixed half per core waits for the slower one).
-                let total = rows(of: 0).lowerBound..<rows(of: workers - 1).upperBound
-                let chunks = (total.count + dynamicRows - 1) / dynamicRows
-                parallelChunks(chunks, workers: workers) { c in
-                    let c0 = total.lowerBound + c * self.dynamicRows
-                    withScratch(36 * (self.uStride + self.mStride) + 64) { u in
-                        self.convolveRows(c0..<min(total.upperBound, c0 + self.dynamicRows), filterReady: false,
-                                          u: u, v: vp.p, start: s, count: count, columns: columns,
-                                          timers: prof ? st.p + 4 * self.workers + 3 * c : nil)
-                    }
+                // is free (on a shared machine a fixed half per core waits for the slower one),
+                // large ones first (each streams all of V again), in whole pairs of MR-row panels.
+                let unit = 2 * gemmMR
+                parallelGuided((cout + unit - 1) / unit, workers: workers, maxChunk: uRows / unit) { w, pairs in
+                    self.convolveRows(pairs.lowerBound * unit..<min(self.cout, pairs.upperBound * unit), filterReady: false,
+                                      u: bufs.value[w], v: vp.p, start: s, count: count, columns: columns,
+                                      timers: prof ? st.p + 4 * self.workers + 3 * pairs.lowerBound : nil)
                 }
             } else {
                 // Fixed channel ranges per worker, so a worker whose whole range fits its U buffer
@@ -866,7 +856,7 @@ final class WinogradPlan: @unchecked Sendable {
             let line = String(format: "winograd %d→%d %dx%d ×%d: %.1f ms wall, %.1f ms CPU: input %.1f, filter %.1f, gemm %.1f, output %.1f ms CPU; %d tile blocks of %d, U rows %d, M rows %d, %d workers",
                               cin, cout, outH, outW, batch, total * 1e3, cpu * 1e3, inputSeconds * 1e3, f * 1e3, g * 1e3, o * 1e3,
                               (totalTiles + tileBlock - 1) / tileBlock, tileBlock, uRows, mRows, workers)
-                + (dynamicChunks ? ", chunks of \(dynamicRows) rows claimed as workers free up\n" : "\n")
+                + (dynamicChunks ? ", chunks claimed as workers free up\n" : "\n")
             FileHandle.standardError.write(line.data(using: .utf8)!)
         }
     }

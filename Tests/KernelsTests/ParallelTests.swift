@@ -14,6 +14,31 @@ final class ParallelTests: XCTestCase {
         XCTAssertEqual(hits, [Int](repeating: 1, count: 1000))
     }
 
+    func testParallelGuidedClaimsShrinkingRangesCoveringEveryIndexOnce() {
+        for (n, workers, minChunk, maxChunk) in [(1000, 2, 1, Int.max), (1000, 3, 7, 50), (5, 4, 1, 1), (37, 1, 1, 8), (0, 2, 1, 4)] {
+            var hits = [Int](repeating: 0, count: n)
+            let sizes = Mutex<[Int]>([])
+            hits.withUnsafeMutableBufferPointer { b in
+                let p = SendablePointer(b.baseAddress!)
+                parallelGuided(n, workers: workers, minChunk: minChunk, maxChunk: maxChunk) { w, r in
+                    XCTAssertTrue((0..<max(1, workers)).contains(w))
+                    for i in r { p[i] += 1 }
+                    sizes.withLock { $0.append(r.count) }
+                }
+            }
+            XCTAssertEqual(hits, [Int](repeating: 1, count: n), "n \(n) workers \(workers)")
+            let s = sizes.withLock { $0 }
+            XCTAssertTrue(s.allSatisfy { $0 <= maxChunk }, "\(s)")
+            // Every range but the last is at least minChunk.
+            XCTAssertLessThanOrEqual(s.filter { $0 < minChunk }.count, 1, "\(s)")
+            if n == 1000 && maxChunk == .max {
+                // Guided: a large first range (1000 / 4) and small ones at the end.
+                XCTAssertEqual(s.max(), 250)
+                XCTAssertEqual(s.min(), 1)
+            }
+        }
+    }
+
     /// Counts, per chunk, how often `parallelChunks` ran it.
     private func chunkCounts(_ n: Int, workers: Int) -> [Int] {
         var hits = [Int](repeating: 0, count: n)

@@ -151,8 +151,7 @@ final class WinogradTests: XCTestCase {
         // One tile block: output channels go out in chunks claimed by whichever worker is free.
         // Small U budget and several chunks per worker; the reference check covers every chunk
         // (outputs start as NaN), including a last chunk shorter than the others (50 channels).
-        winogradBlocking = WinogradBlocking(vFloats: 1 << 22, uFloats: 1 << 22, mFloats: 36 * 24 * 64,
-                                            chunksPerWorker: 2)
+        winogradBlocking = WinogradBlocking(vFloats: 1 << 22, uFloats: 36 * 40 * 24 * 3, mFloats: 36 * 24 * 64)
         for threads in [2, 3] {
             check(pad1(batch: 2, cin: 7, h: 11, w: 13, cout: 50), threads: threads, residual: true, seed: 41)
             check(pad1(cin: 40, h: 9, w: 9, cout: 37), threads: threads, weights: .packedHalf, seed: 42)
@@ -162,8 +161,8 @@ final class WinogradTests: XCTestCase {
         var rng = TestRNG(43)
         let (cin, cout, h, w) = (9, 61, 12, 10)
         let x = rng.array(2 * cin * h * w), wt = rng.array(cout * cin * 9), bias = rng.array(cout)
-        func run(threads: Int, chunks: Int) -> [Float] {
-            winogradBlocking.chunksPerWorker = chunks
+        func run(threads: Int, claims: Bool) -> [Float] {
+            winogradBlocking.claimsChunks = claims
             var y = [Float](repeating: .nan, count: 2 * cout * h * w)
             withThreads(threads) {
                 x.withUnsafeBufferPointer { xp in wt.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
@@ -176,11 +175,11 @@ final class WinogradTests: XCTestCase {
             }
             return y
         }
-        let fixed = run(threads: 2, chunks: 0)
+        let fixed = run(threads: 2, claims: false)
         XCTAssertFalse(fixed.contains { $0.isNaN })
-        XCTAssertEqual(run(threads: 2, chunks: 3), fixed)
-        XCTAssertEqual(run(threads: 3, chunks: 2), fixed)
-        XCTAssertEqual(run(threads: 1, chunks: 4), fixed)
+        XCTAssertEqual(run(threads: 2, claims: true), fixed)
+        XCTAssertEqual(run(threads: 3, claims: true), fixed)
+        XCTAssertEqual(run(threads: 1, claims: true), fixed)
     }
 
     func testBatchMembersMatchSingleImagesBitForBit() {

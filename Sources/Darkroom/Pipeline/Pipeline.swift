@@ -253,35 +253,38 @@ public struct StableDiffusionPipeline: Sendable {
         let unet = try model.unet()
         let began = Date()
         var latents = start
-        for i in startStep..<steps.count {
-            if let progress, !progress(GenerationProgress(phase: .denoising, step: i - startStep, totalSteps: total,
-                                                          elapsed: Date().timeIntervalSince(began))) {
-                throw DarkroomError.cancelled
-            }
-            let scaledEach = (0..<b).map { samplers[$0].scaleModelInput(latents[$0], stepIndex: i) }
-            let scaled = b == 1 ? scaledEach[0] : Tensor.concat(scaledEach)
-            let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
-            let out = unet(input, timestep: steps[i], context: embeddings, condition: condition)
-            let per = out.count / (guidance ? 2 * b : b)
-            var denoised: [Tensor] = []
-            for j in 0..<b {
-                let noise = Tensor(shape: latents[j].shape)
-                if guidance {
-                    // uncond + s · (text − uncond); rows [0, B) are unconditional, [B, 2B) text.
-                    let u = out.data + j * per, c = out.data + (b + j) * per
-                    let s = requests[j].guidanceScale
-                    for k in 0..<per { noise.data[k] = u[k] + s * (c[k] - u[k]) }
-                    if requests[j].guidanceRescale > 0 {
-                        Self.rescaleGuidance(noise.data, text: c, count: per, phi: requests[j].guidanceRescale)
-                    }
-                } else {
-                    noise.data.update(from: out.data + j * per, count: per)
+        // Freed activations serve the next step too (see reusingActivations).
+        try unet.reusingActivations {
+            for i in startStep..<steps.count {
+                if let progress, !progress(GenerationProgress(phase: .denoising, step: i - startStep, totalSteps: total,
+                                                              elapsed: Date().timeIntervalSince(began))) {
+                    throw DarkroomError.cancelled
                 }
-                if let estimator { denoised.append(estimator.denoised(sample: scaledEach[j], modelOutput: noise, timestep: steps[i])) }
-                latents[j] = samplers[j].step(modelOutput: noise, stepIndex: i, sample: latents[j], generator: &generators[j])
+                let scaledEach = (0..<b).map { samplers[$0].scaleModelInput(latents[$0], stepIndex: i) }
+                let scaled = b == 1 ? scaledEach[0] : Tensor.concat(scaledEach)
+                let input = guidance ? Tensor.concat([scaled, scaled]) : scaled
+                let out = unet(input, timestep: steps[i], context: embeddings, condition: condition)
+                let per = out.count / (guidance ? 2 * b : b)
+                var denoised: [Tensor] = []
+                for j in 0..<b {
+                    let noise = Tensor(shape: latents[j].shape)
+                    if guidance {
+                        // uncond + s · (text − uncond); rows [0, B) are unconditional, [B, 2B) text.
+                        let u = out.data + j * per, c = out.data + (b + j) * per
+                        let s = requests[j].guidanceScale
+                        for k in 0..<per { noise.data[k] = u[k] + s * (c[k] - u[k]) }
+                        if requests[j].guidanceRescale > 0 {
+                            Self.rescaleGuidance(noise.data, text: c, count: per, phi: requests[j].guidanceRescale)
+                        }
+                    } else {
+                        noise.data.update(from: out.data + j * per, count: per)
+                    }
+                    if let estimator { denoised.append(estimator.denoised(sample: scaledEach[j], modelOutput: noise, timestep: steps[i])) }
+                    latents[j] = samplers[j].step(modelOutput: noise, stepIndex: i, sample: latents[j], generator: &generators[j])
+                }
+                onStep?(DenoisingStep(step: i, stepsDone: i - startStep + 1, totalSteps: total, timestep: steps[i],
+                                      latents: latents, denoised: denoised))
             }
-            onStep?(DenoisingStep(step: i, stepsDone: i - startStep + 1, totalSteps: total, timestep: steps[i],
-                                  latents: latents, denoised: denoised))
         }
         _ = progress?(GenerationProgress(phase: .decoding, step: total, totalSteps: total, elapsed: Date().timeIntervalSince(began)))
         return latents

@@ -172,6 +172,15 @@ public struct UNet2DConditionModel: Sendable {
         }
     }
 
+    /// Runs `body` (e.g. a denoising loop) with freed activations kept for reuse across the UNet
+    /// calls inside it, not only within each call: every step then starts on storage the last
+    /// one freed instead of page-faulting fresh memory (SD 1.5 at 512x512: ~3 % of a step in
+    /// page faults and zeroing). The kept storage is bounded as within a call and freed when
+    /// `body` returns, so the decoder that follows does not carry it.
+    public func reusingActivations<T>(_ body: () throws -> T) rethrows -> T {
+        try ActivationPool.shared.withReuse(body)
+    }
+
     private func forward(_ sample: Tensor, timestep: Float, context: Tensor, condition: Tensor?,
                          observe: ((String, Tensor) -> Void)?) -> Tensor {
         let batch = sample.shape[0]
