@@ -33,8 +33,8 @@ import Glibc
 #endif
 
 /// Runs `body` over 0..<n in contiguous ranges of about `minChunk` or more on `Threads.count`
-/// workers: up to `parallelForChunksPerWorker` ranges per worker, each claimed by the next free worker
-/// (see `parallelChunks`), so a core slowed by another job does not hold the others back.
+/// workers: up to `parallelForChunksPerWorker` ranges per worker, each claimed by the next free
+/// worker (see `parallelChunks`), so a core slowed by another job does not hold the others back.
 @inlinable
 public func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
     let pieces = max(1, n / max(1, minChunk))
@@ -74,9 +74,10 @@ public func parallelChunks(_ n: Int, workers: Int, _ body: (Int) -> Void) {
 
 /// Runs `body(worker, range)` over 0..<n on `workers` threads (worker in 0..<workers, so a
 /// worker can keep its own buffers) in ranges claimed as workers free up, each a share of what
-/// is left (guided self-scheduling): remaining / (2·workers), within minChunk...maxChunk. The work starts in large ranges (which keep per-range costs, e.g. a
-/// GEMM streaming its shared operand again, low) and ends in small ones that even out the
-/// finish when one core is slowed by another job.
+/// is left (guided self-scheduling): remaining / (2·workers), within minChunk...maxChunk. The
+/// work starts in large ranges (which keep per-range costs, e.g. a GEMM streaming its shared
+/// operand again, low) and ends in small ones that even out the finish when one core is slowed
+/// by another job.
 public func parallelGuided(_ n: Int, workers: Int, minChunk: Int = 1, maxChunk: Int = .max,
                            _ body: (Int, Range<Int>) -> Void) {
     let minChunk = max(1, minChunk), maxChunk = max(minChunk, maxChunk)
