@@ -581,27 +581,28 @@ final class WinogradPlan: @unchecked Sendable {
             let p = ci * 9
             let pb = p / m.kc * m.kc
             if (p + 8) / m.kc * m.kc == pb {
-                let off = pb * m.padded + row0 * min(m.kc, m.cols - pb) + (p - pb) * gemmMR
+                let kc = min(m.kc, m.cols - pb)
+                let block = pb * m.padded + row0 * kc   // this panel's 6·kc values of the k block
+                let s: UnsafePointer<Float>
                 if let f = m.f32 {
-                    let s = UnsafePointer(f + off)
-                    return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
-                            ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
+                    s = UnsafePointer(f + block)
+                } else {
+                    if widenedBlock != pb {
+                        widenHalf(m.f16! + block, widened, gemmMR * kc)
+                        widenedBlock = pb
+                    }
+                    s = UnsafePointer(widened)
                 }
-                let blockStart = pb * m.padded + row0 * min(m.kc, m.cols - pb)
-                if widenedBlock != pb {
-                    // The panel's 6·kc values of this k block are contiguous.
-                    widenHalf(m.f16! + blockStart, widened, gemmMR * min(m.kc, m.cols - pb))
-                    widenedBlock = pb
-                }
-                let s = UnsafePointer(widened + (off - blockStart))
-                return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
-                        ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
+                return taps9(s + (p - pb) * gemmMR)
             }
         }
         loadTaps(row0: row0, rows: rows, ci: ci, into: taps)
-        let s = UnsafePointer(taps)
-        return (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24),
-                ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
+        return taps9(UnsafePointer(taps))
+    }
+
+    /// The 9 tap vectors of a channel whose taps are stored 6 rows at a time from `s`.
+    @inline(__always) func taps9(_ s: UnsafePointer<Float>) -> (F8, F8, F8, F8, F8, F8, F8, F8, F8) {
+        (ld8(s), ld8(s + 6), ld8(s + 12), ld8(s + 18), ld8(s + 24), ld8(s + 30), ld8(s + 36), ld8(s + 42), ld8(s + 48))
     }
 
     /// taps[t·6 + i] = weight[row0 + i, ci, t / 3, t % 3] for i < rows, 0 for rows ≤ i < 6.
@@ -775,7 +776,6 @@ final class WinogradPlan: @unchecked Sendable {
         }
     }
 
-
     func run() {
         let prof = winogradProfile
         let tStart = prof ? monotonicSeconds() : 0
@@ -789,10 +789,8 @@ final class WinogradPlan: @unchecked Sendable {
         for _ in 0..<workers { wbufs.append(scratchPool.take(36 * (uStride + mStride) + 64)) }
         defer { for b in wbufs { scratchPool.give(b) } }
         let bufs = UncheckedBox(wbufs.map { $0.pointer })
-        // [w]: U valid flag; then 3 timers (ns) per worker, or per chunk with dynamic chunks.
-        let slots = workers * 4 + (prof && dynamicChunks ? 3 * (cout + 2 * gemmMR - 1) / (2 * gemmMR) : 0)
-        let state = UnsafeMutablePointer<Int>.allocate(capacity: slots)
-        state.initialize(repeating: 0, count: slots)
+        let state = UnsafeMutablePointer<Int>.allocate(capacity: workers * 4)
+        state.initialize(repeating: 0, count: workers * 4)   // [w]: U valid flag; then 3 timers (ns) per worker
         defer { state.deallocate() }
         let st = SendablePointer(state)
         var inputSeconds = 0.0
@@ -819,7 +817,7 @@ final class WinogradPlan: @unchecked Sendable {
                 parallelGuided((cout + unit - 1) / unit, workers: workers, maxChunk: uRows / unit) { w, pairs in
                     self.convolveRows(pairs.lowerBound * unit..<min(self.cout, pairs.upperBound * unit), filterReady: false,
                                       u: bufs.value[w], v: vp.p, start: s, count: count, columns: columns,
-                                      timers: prof ? st.p + 4 * self.workers + 3 * pairs.lowerBound : nil)
+                                      timers: prof ? st.p + self.workers + 3 * w : nil)
                 }
             } else {
                 // Fixed channel ranges per worker, so a worker whose whole range fits its U buffer
@@ -846,10 +844,10 @@ final class WinogradPlan: @unchecked Sendable {
         }
         if prof {
             var f = 0.0, g = 0.0, o = 0.0
-            for i in stride(from: workers, to: slots, by: 3) where i + 2 < slots {
-                f += Double(state[i]) * 1e-9
-                g += Double(state[i + 1]) * 1e-9
-                o += Double(state[i + 2]) * 1e-9
+            for w in 0..<workers {
+                f += Double(state[workers + 3 * w]) * 1e-9
+                g += Double(state[workers + 3 * w + 1]) * 1e-9
+                o += Double(state[workers + 3 * w + 2]) * 1e-9
             }
             let total = monotonicSeconds() - tStart
             let cpu = cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - cpuStart
